@@ -1,0 +1,8 @@
+"""``python -m hybrid_hwr`` runs the ``hybrid-hwr`` command line."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
