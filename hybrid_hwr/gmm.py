@@ -69,8 +69,8 @@ def _exp_nonpositive(x):
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def _log_likelihoods_kernel(XT, scale, offset, log_const, out):
-    """out[t, s] = log p(x_t | s).
+def _log_likelihoods_kernel(XT, scale, offset, log_const, states, out):
+    """out[t, j] = log p(x_t | states[j]).
 
     XT (D, T) is the transposed feature matrix; per component, z_d = x_d * scale_d - offset_d
     with scale = sqrt(1 / (2 v)), offset = mu * scale, so that log N = log_const - sum_d z_d^2
@@ -80,12 +80,13 @@ def _log_likelihoods_kernel(XT, scale, offset, log_const, out):
     of the cache.
     """
     D, T = XT.shape
-    S, M, _ = scale.shape
+    M = scale.shape[1]
     D4 = D - D % 4
     comp = np.empty((M, T))
     peak = np.empty(T)
     total = np.empty(T)
-    for s in range(S):
+    for j in range(states.shape[0]):
+        s = states[j]
         n = 0
         for m in range(M):
             c = log_const[s, m]
@@ -118,7 +119,7 @@ def _log_likelihoods_kernel(XT, scale, offset, log_const, out):
             n += 1
         if n == 1:
             for t in range(T):
-                out[t, s] = comp[0, t]
+                out[t, j] = comp[0, t]
             continue
         for t in range(T):
             peak[t] = comp[0, t]
@@ -132,10 +133,10 @@ def _log_likelihoods_kernel(XT, scale, offset, log_const, out):
                 total[t] += _exp_nonpositive(comp[k, t] - peak[t])
         for t in range(T):
             # All components -inf (features overflowing the model): the answer is -inf, not NaN.
-            out[t, s] = peak[t] + np.log(total[t]) if peak[t] > -np.inf else -np.inf
+            out[t, j] = peak[t] + np.log(total[t]) if peak[t] > -np.inf else -np.inf
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=_FASTMATH)
 def _accumulate_kernel(X, frames, states, weights, means, inv_var, log_const,
                        occupancy, first, second):
     """Adds weight * responsibility statistics of (frame, state) pairs; returns sum of w log p.
@@ -296,13 +297,23 @@ class GmmSet:
                    np.zeros((n_states, 1)))
 
     # -- evaluation
-    def log_likelihoods(self, X) -> np.ndarray:
-        """(T, S) float64 log-densities log p(x_t | s) of frames X (T, D). Never NaN."""
+    def log_likelihoods(self, X, states=None) -> np.ndarray:
+        """(T, S) float64 log-densities log p(x_t | s) of frames X (T, D). Never NaN.
+
+        With ``states`` (indices), only those columns: (T, len(states)), e.g. the states of
+        one line's graph during training.
+        """
         X = _check_features(X, self.n_dims)
-        out = np.empty((X.shape[0], self.n_states))
-        if X.shape[0]:
+        if states is None:
+            states = np.arange(self.n_states)
+        else:
+            states = np.asarray(states, dtype=np.int64).ravel()
+            if states.size and (states.min() < 0 or states.max() >= self.n_states):
+                raise ValueError(f"state ids must lie in [0, {self.n_states})")
+        out = np.empty((X.shape[0], states.shape[0]))
+        if X.shape[0] and states.shape[0]:
             _, scale, offset, log_const = self._kernel_params()
-            _log_likelihoods_kernel(np.ascontiguousarray(X.T), scale, offset, log_const, out)
+            _log_likelihoods_kernel(np.ascontiguousarray(X.T), scale, offset, log_const, states, out)
         return out
 
     # -- mixture growth

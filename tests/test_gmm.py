@@ -69,6 +69,9 @@ def test_log_likelihoods_equal_scipy(n_dims):
     np.testing.assert_allclose(gmms.log_likelihoods(X.astype(np.float32)),
                                scipy_log_likelihoods(gmms, X.astype(np.float32).astype(np.float64)), rtol=1e-9)
     np.testing.assert_allclose(log_likelihoods_numpy(gmms, X), ours, rtol=1e-9)
+    # a subset of states, in any order and with repeats, gives the same columns
+    subset = [8, 2, 2, 5]
+    np.testing.assert_array_equal(gmms.log_likelihoods(X, states=subset), ours[:, subset])
 
 
 def test_log_likelihoods_far_from_the_means():
