@@ -66,9 +66,12 @@ def dataset_parent() -> argparse.ArgumentParser:
     group = parent.add_argument_group("input lines")
     group.add_argument(
         "inputs", nargs="+", metavar="DATA.tsv|IMAGE",
-        help="split files <dir>/<split>.tsv (id<TAB>text, images <dir>/lines/<id>.png) and/or line images",
+        help="split files <dir>/<split>.tsv (id<TAB>text, images <dir>/lines/<id>.png), IAM lines.txt files "
+        "(with --images ROOT) and/or line images (id = file stem)",
     )
-    group.add_argument("--images", metavar="DIR", help="read the images of split files from DIR/<id>.png")
+    group.add_argument(
+        "--images", metavar="DIR", help="read the images of split files from DIR/<id>.png (IAM: the lines/ root)"
+    )
     group.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N lines")
     group.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="run over N processes (default 1)")
     return parent
@@ -99,7 +102,8 @@ def ordered_map(function: Callable, items: list, jobs: int = 1, initializer=None
     import multiprocessing
 
     jobs = min(jobs, len(items))
-    with multiprocessing.Pool(jobs, initializer=initializer, initargs=initargs) as pool:
+    # fork: workers inherit the imported modules and compiled kernels (the default changes in Python 3.14)
+    with multiprocessing.get_context("fork").Pool(jobs, initializer=initializer, initargs=initargs) as pool:
         yield from pool.imap(function, items, chunksize=max(1, min(8, len(items) // (4 * jobs))))
 
 

@@ -153,16 +153,21 @@ def read_iam_lines(lines_txt: str | Path, images_root: str | Path, limit: int | 
 def read_inputs(
     inputs: Sequence[str | Path], images: str | Path | None = None, limit: int | None = None
 ) -> list[Line]:
-    """The lines named on a command line: split files (``*.tsv``) and/or image files.
+    """The lines named on a command line: split files (``*.tsv``), IAM ``lines.txt`` and/or image files.
 
-    An image stands for itself: its id is the file stem, its text empty. ``limit`` applies
-    to the whole list. Ids must be unique over all inputs.
+    An image stands for itself: its id is the file stem, its text empty. An IAM
+    ``*.txt`` file needs ``images`` (the root holding ``a01/a01-000u/...``). ``limit``
+    applies to the whole list. Ids must be unique over all inputs.
     """
     lines: list[Line] = []
     for item in inputs:
         path = Path(item)
         if path.suffix.lower() == ".tsv":
             lines.extend(read_split(path, images=images))
+        elif path.suffix.lower() == ".txt":
+            if images is None:
+                raise HwrError(f"{path}: an IAM lines.txt file needs --images ROOT (the folder holding a01/, a02/, ...)")
+            lines.extend(read_iam_lines(path, images, limit=limit))
         elif path.is_dir():
             raise HwrError(f"{path}: is a directory; give a split file <dir>/<split>.tsv or image files")
         else:

@@ -103,6 +103,14 @@ def test_read_iam_lines(tmp_path):
     assert len(read_iam_lines(path, tmp_path, limit=2)) == 2
 
 
+def test_read_inputs_iam(tmp_path):
+    path = tmp_path / "lines.txt"
+    path.write_text(IAM_LINES, encoding="utf-8")
+    assert [l.id for l in read_inputs([path], images=tmp_path / "lines", limit=2)] == ["a01-000u-00", "a01-000u-01"]
+    with pytest.raises(HwrError, match="needs --images"):
+        read_inputs([path])
+
+
 def test_read_iam_lines_bad_record(tmp_path):
     path = tmp_path / "lines.txt"
     path.write_text("# c\na01-000u-00 ok 154 19 408 746 1661 89 A|MOVE\na01-000u-01 ok 156 19\n", encoding="utf-8")
