@@ -72,63 +72,103 @@ def _viterbi_kernel(loglik, emit_state, in_ptr, arc_from, arc_logp, init_logp, f
 
 
 @numba.njit(cache=True)
-def _forward_kernel(loglik, emit_state, in_ptr, arc_from, arc_logp, init_logp, final_logp, beam):
-    """Log alphas with per-frame beam pruning (pruned cells are -inf). Returns (log_prob, alpha)."""
+def _out_range(arc_from, arc_to, n_nodes):
+    """Lowest and highest destination of each node's outgoing arcs."""
+    out_lo = np.full(n_nodes, n_nodes, dtype=np.int64)
+    out_hi = np.full(n_nodes, -1, dtype=np.int64)
+    for a in range(arc_from.shape[0]):
+        i = arc_from[a]
+        j = arc_to[a]
+        if j < out_lo[i]:
+            out_lo[i] = j
+        if j > out_hi[i]:
+            out_hi[i] = j
+    return out_lo, out_hi
+
+
+@numba.njit(cache=True)
+def _forward_kernel(loglik, emit_state, in_ptr, arc_from, arc_to, arc_logp, init_logp, final_logp, beam):
+    """Log alphas with per-frame beam pruning (pruned cells are -inf).
+
+    Only the band of nodes reachable from the previous frame's survivors is visited,
+    which is what makes the beam pay off on left-to-right line graphs.
+    Returns (log_prob, alpha (T, G), lo (T,), hi (T,)) with lo/hi the survivor band.
+    """
     T = loglik.shape[0]
     G = emit_state.shape[0]
-    alpha = np.empty((T, G))
+    alpha = np.full((T, G), NEG_INF)
+    lo = np.zeros(T, dtype=np.int64)
+    hi = np.full(T, -1, dtype=np.int64)
+    out_lo, out_hi = _out_range(arc_from, arc_to, G)
     max_in = 1
     for g in range(G):
         max_in = max(max_in, in_ptr[g + 1] - in_ptr[g])
     vals = np.empty(max_in)
     for t in range(T):
+        if t == 0:
+            dlo, dhi = 0, G - 1
+        else:
+            dlo, dhi = G, -1
+            for i in range(lo[t - 1], hi[t - 1] + 1):
+                if alpha[t - 1, i] > NEG_INF:
+                    dlo = min(dlo, out_lo[i])
+                    dhi = max(dhi, out_hi[i])
         top = NEG_INF
-        for g in range(G):
+        for g in range(dlo, dhi + 1):
             if t == 0:
                 x = init_logp[g]
             else:
                 m = NEG_INF
                 n = 0
+                best = 0
                 for a in range(in_ptr[g], in_ptr[g + 1]):
                     v = alpha[t - 1, arc_from[a]] + arc_logp[a]
                     vals[n] = v
-                    n += 1
                     if v > m:
                         m = v
+                        best = n
+                    n += 1
                 if m == NEG_INF:
                     x = NEG_INF
                 else:
+                    # logsumexp without exp(0) for the best arc; most nodes have 1-2 live arcs
                     s = 0.0
-                    for i in range(n):
-                        s += np.exp(vals[i] - m)
-                    x = m + np.log(s)
+                    for k in range(n):
+                        if k != best and vals[k] > NEG_INF:
+                            s += np.exp(vals[k] - m)
+                    x = m + np.log1p(s) if s > 0.0 else m
             if x > NEG_INF:
                 x += loglik[t, emit_state[g]]
             alpha[t, g] = x
             if x > top:
                 top = x
         if top == NEG_INF:
-            alpha[t:, :] = NEG_INF   # nothing reachable: the rest is impossible too
-            return NEG_INF, alpha
+            return NEG_INF, alpha, lo, hi    # nothing reachable: the rest is impossible too
         thresh = top - beam
-        for g in range(G):
+        first, last = G, -1
+        for g in range(dlo, dhi + 1):
             if alpha[t, g] < thresh:
                 alpha[t, g] = NEG_INF
+            elif alpha[t, g] > NEG_INF:
+                first = min(first, g)
+                last = g
+        lo[t], hi[t] = first, last
     m = NEG_INF
-    for g in range(G):
+    for g in range(lo[T - 1], hi[T - 1] + 1):
         v = alpha[T - 1, g] + final_logp[g]
         if v > m:
             m = v
     if m == NEG_INF:
-        return NEG_INF, alpha
+        return NEG_INF, alpha, lo, hi
     s = 0.0
-    for g in range(G):
+    for g in range(lo[T - 1], hi[T - 1] + 1):
         s += np.exp(alpha[T - 1, g] + final_logp[g] - m)
-    return m + np.log(s), alpha
+    return m + np.log(s), alpha, lo, hi
 
 
 @numba.njit(cache=True)
-def _backward_kernel(loglik, emit_state, arc_from, arc_to, arc_logp, final_logp, alpha, log_prob):
+def _backward_kernel(loglik, emit_state, in_ptr, arc_from, arc_to, arc_logp, final_logp,
+                     alpha, lo, hi, log_prob):
     """Betas on the cells that survived the forward beam, node posteriors and arc counts.
 
     Returns (gamma (T, G) float32, arc_occupancy (A,) float64).
@@ -138,46 +178,66 @@ def _backward_kernel(loglik, emit_state, arc_from, arc_to, arc_logp, final_logp,
     A = arc_from.shape[0]
     gamma = np.zeros((T, G), dtype=np.float32)
     occ = np.zeros(A)
-    beta_next = np.empty(G)
-    beta = np.empty(G)
+    out_lo, out_hi = _out_range(arc_from, arc_to, G)
+    beta_next = np.full(G, NEG_INF)
+    beta = np.full(G, NEG_INF)
     mx = np.empty(G)
     acc = np.empty(G)
+    arg = np.empty(G, dtype=np.int64)
     vals = np.empty(A)
-    for g in range(G):
+    for g in range(lo[T - 1], hi[T - 1] + 1):
         beta_next[g] = final_logp[g] if alpha[T - 1, g] > NEG_INF else NEG_INF
         x = alpha[T - 1, g] + beta_next[g] - log_prob
         gamma[T - 1, g] = np.exp(x) if x > NEG_INF else 0.0
     for t in range(T - 2, -1, -1):
-        for g in range(G):
-            mx[g] = NEG_INF
-            acc[g] = 0.0
-        # pass 1: the value of every arc into a surviving cell, max per source
-        for a in range(A):
+        # arcs from this frame's survivors into the next frame's survivors
+        dlo, dhi = G, -1
+        for i in range(lo[t], hi[t] + 1):
+            mx[i] = NEG_INF
+            acc[i] = 0.0
+            if alpha[t, i] > NEG_INF:
+                dlo = min(dlo, out_lo[i])
+                dhi = max(dhi, out_hi[i])
+        dlo = max(dlo, lo[t + 1])
+        dhi = min(dhi, hi[t + 1])
+        a0 = in_ptr[dlo] if dlo <= dhi else 0
+        a1 = in_ptr[dhi + 1] if dlo <= dhi else 0
+        # pass 1: value of every arc into a surviving cell, max (and its arc) per source
+        for a in range(a0, a1):
             i = arc_from[a]
             j = arc_to[a]
-            if alpha[t, i] == NEG_INF or beta_next[j] == NEG_INF:
+            if i < lo[t] or i > hi[t] or alpha[t, i] == NEG_INF or beta_next[j] == NEG_INF:
                 vals[a] = NEG_INF
                 continue
             v = arc_logp[a] + loglik[t + 1, emit_state[j]] + beta_next[j]
             vals[a] = v
             if v > mx[i]:
                 mx[i] = v
-            x = alpha[t, i] + v - log_prob
-            if x > NEG_INF:
-                occ[a] += np.exp(x)
-        # pass 2: sum of exps per source
-        for a in range(A):
+                arg[i] = a
+        # pass 2: sum of exps per source (kept per arc for the arc counts)
+        for a in range(a0, a1):
             v = vals[a]
             if v > NEG_INF:
                 i = arc_from[a]
-                acc[i] += np.exp(v - mx[i])
-        for g in range(G):
+                e = 1.0 if a == arg[i] else np.exp(v - mx[i])
+                vals[a] = e
+                acc[i] += e
+            else:
+                vals[a] = 0.0
+        for g in range(lo[t], hi[t] + 1):
             if mx[g] > NEG_INF and alpha[t, g] > NEG_INF:
                 beta[g] = mx[g] + np.log(acc[g])
-                x = alpha[t, g] + beta[g] - log_prob
-                gamma[t, g] = np.exp(x) if x > NEG_INF else 0.0
+                # with scale = exp(alpha + mx - log_prob):  gamma = scale * acc  and
+                # xi(arc) = exp(alpha + v - log_prob) = exp(v - mx) * scale
+                scale = np.exp(alpha[t, g] + mx[g] - log_prob)
+                gamma[t, g] = scale * acc[g]
+                mx[g] = scale
             else:
                 beta[g] = NEG_INF
+                mx[g] = 0.0
+        for a in range(a0, a1):
+            if vals[a] > 0.0:       # sources outside the band hold stale scratch values
+                occ[a] += vals[a] * mx[arc_from[a]]
         beta_next, beta = beta, beta_next
     return gamma, occ
 
@@ -233,16 +293,16 @@ def forward_backward(loglik, graph: LineGraph, beam=None):
     if T == 0:
         return NEG_INF, np.zeros((0, G), np.float32), np.zeros(graph.n_arcs)
     in_ptr = graph.in_ptr()
-    log_prob, alpha = _forward_kernel(x, graph.emit_state, in_ptr, graph.arc_from,
-                                      graph.arc_logp, graph.init_logp, graph.final_logp, b)
+    args = (x, graph.emit_state, in_ptr, graph.arc_from, graph.arc_to, graph.arc_logp,
+            graph.init_logp, graph.final_logp)
+    log_prob, alpha, lo, hi = _forward_kernel(*args, b)
     if log_prob == NEG_INF and b < np.inf:
         # the beam lost every complete path: redo the line exactly rather than drop it
-        log_prob, alpha = _forward_kernel(x, graph.emit_state, in_ptr, graph.arc_from,
-                                          graph.arc_logp, graph.init_logp, graph.final_logp, np.inf)
+        log_prob, alpha, lo, hi = _forward_kernel(*args, np.inf)
     if log_prob == NEG_INF:
         return NEG_INF, np.zeros((T, G), np.float32), np.zeros(graph.n_arcs)
-    gamma, occ = _backward_kernel(x, graph.emit_state, graph.arc_from, graph.arc_to,
-                                  graph.arc_logp, graph.final_logp, alpha, log_prob)
+    gamma, occ = _backward_kernel(x, graph.emit_state, in_ptr, graph.arc_from, graph.arc_to,
+                                  graph.arc_logp, graph.final_logp, alpha, lo, hi, log_prob)
     return float(log_prob), gamma, occ
 
 

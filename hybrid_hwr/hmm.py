@@ -40,7 +40,7 @@ __all__ = [
     "ARC_SELF", "ARC_NEXT",
     "OPT_NONE", "OPT_SPACE_ENTER", "OPT_SPACE_SKIP", "OPT_BLANK_ENTER", "OPT_BLANK_SKIP",
     "HmmTopology", "Transitions", "TransitionAccumulator", "LineGraph",
-    "build_line_graph", "build_loop_graph", "min_frames",
+    "build_line_graph", "build_loop_graph", "min_frames", "estimate_state_counts",
 ]
 
 # arc_kind: which transition of arc_state the arc uses
@@ -142,6 +142,26 @@ class HmmTopology:
                 f"space={self.space_symbol!r})")
 
 
+def estimate_state_counts(mean_frames: dict, frames_per_state=2.0, min_states=2, max_states=12,
+                          default=None) -> dict:
+    """States per symbol from its mean length in frames (e.g. measured on forced alignments).
+
+    ``N = round(mean_frames / frames_per_state)`` clipped to ``[min_states, max_states]``:
+    a model of N states needs at least N frames, so ``frames_per_state`` near 2 keeps
+    most instances of a character long enough.  Symbols whose mean is missing or not
+    finite get ``default`` (or ``min_states``).
+    """
+    if frames_per_state <= 0 or not 1 <= min_states <= max_states:
+        raise HwrError("estimate_state_counts: need frames_per_state > 0 and 1 <= min_states <= max_states")
+    out = {}
+    for sym, mean in mean_frames.items():
+        if mean is None or not np.isfinite(mean) or mean <= 0:
+            out[sym] = int(default if default is not None else min_states)
+        else:
+            out[sym] = int(np.clip(round(mean / frames_per_state), min_states, max_states))
+    return out
+
+
 class Transitions:
     """Transition parameters of all models, in log space.
 
@@ -156,6 +176,10 @@ class Transitions:
     space_prob, blank_prob : float
         Probability that the optional inter-word space / leading-trailing blank
         model is entered rather than skipped.
+
+    Free decoding (:func:`build_loop_graph`) adds no trained parameter: entering a
+    model there costs ``-log(K) - char_penalty``, a knob of the decoder stored on the
+    graph (``LineGraph.char_penalty``), never in these transitions.
     """
 
     def __init__(self, n_states, self_prob=0.6, space_prob=0.5, blank_prob=0.5):
@@ -196,6 +220,23 @@ class Transitions:
             raise HwrError("transitions: arrays are inconsistent (shapes, NaN or probabilities not summing to 1)")
         t = cls(len(log_self), space_prob=space_prob, blank_prob=blank_prob)
         t.log_self, t.log_next = log_self, log_next
+        return t
+
+    def to_dict(self) -> dict:
+        """JSON-safe form (probabilities as plain floats)."""
+        return {"self_prob": np.exp(self.log_self).tolist(),
+                "space_prob": self.space_prob, "blank_prob": self.blank_prob}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Transitions":
+        try:
+            p = np.asarray(d["self_prob"], dtype=np.float64)
+            if p.ndim != 1 or not np.all((p > 0) & (p < 1)):
+                raise ValueError("self_prob must be a list of probabilities in (0, 1)")
+            t = cls(len(p), space_prob=float(d["space_prob"]), blank_prob=float(d["blank_prob"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise HwrError(f"transitions: malformed description ({e})") from None
+        t.log_self, t.log_next = np.log(p), np.log1p(-p)
         return t
 
     @classmethod

@@ -9,7 +9,8 @@ from hybrid_hwr.align import forward_backward, viterbi
 from hybrid_hwr.errors import HwrError
 from hybrid_hwr.hmm import (
     ARC_SELF, OPT_BLANK_ENTER, OPT_BLANK_SKIP, OPT_SPACE_ENTER, OPT_SPACE_SKIP,
-    HmmTopology, TransitionAccumulator, Transitions, build_line_graph, build_loop_graph, min_frames,
+    HmmTopology, TransitionAccumulator, Transitions, build_line_graph, build_loop_graph,
+    estimate_state_counts, min_frames,
 )
 
 SYMBOLS = [" ", "a", "b", "c"]
@@ -140,6 +141,12 @@ def test_transitions_arrays_roundtrip_and_validation():
     again = Transitions.from_arrays({k: v for k, v in tr.to_arrays().items()})
     np.testing.assert_array_equal(again.log_self, tr.log_self)
     assert (again.space_prob, again.blank_prob) == (0.9, 0.2)
+    again = Transitions.from_dict(json.loads(json.dumps(tr.to_dict())))
+    np.testing.assert_allclose(again.log_self, tr.log_self, rtol=1e-12)
+    np.testing.assert_allclose(again.log_next, tr.log_next, rtol=1e-9)
+    assert (again.space_prob, again.blank_prob) == (0.9, 0.2)
+    with pytest.raises(HwrError):
+        Transitions.from_dict({"self_prob": [0.5, 1.0], "space_prob": 0.5, "blank_prob": 0.5})
     bad = tr.to_arrays()
     bad["log_self"][0] = np.nan
     with pytest.raises(HwrError):
@@ -197,3 +204,11 @@ def test_reestimation_recovers_planted_transition_probabilities():
         assert abs(est.space_prob - 0.8) < 0.1 and abs(est.blank_prob - 0.3) < 0.1
     np.testing.assert_allclose(acc_fb.self_counts, acc_vit.self_counts, atol=1e-6)
     np.testing.assert_allclose(acc_fb.optional_counts, acc_vit.optional_counts, atol=1e-6)
+
+
+def test_state_counts_from_character_lengths():
+    counts = estimate_state_counts({"i": 3.0, "m": 19.0, "w": 40.0, "a": float("nan")},
+                                   frames_per_state=2.0, min_states=2, max_states=12, default=6)
+    assert counts == {"i": 2, "m": 10, "w": 12, "a": 6}
+    top = HmmTopology(["a", "i", "m", "w"], counts)
+    assert list(top.n_states_of) == [6, 2, 10, 12]
