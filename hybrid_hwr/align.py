@@ -280,10 +280,12 @@ def forward_backward(loglik, graph: LineGraph, beam=None):
     ``beam`` (natural log): at every frame, forward cells more than ``beam`` below the
     frame's best are dropped, and the backward pass only visits the survivors
     (None = exact); if the beam loses every complete path the line is redone
-    without pruning, so a beam never makes a possible line impossible.  Returns ``(log_prob, gamma, arc_occupancy)``: total log
-    probability of the line (-inf if impossible), gamma (T, G) float32 node
-    posteriors (rows sum to 1; zeros if impossible), arc_occupancy (A,) float64
-    expected uses of each arc summed over frames (they sum to T - 1).
+    without pruning, so a beam never makes a possible line impossible.
+
+    Returns ``(log_prob, gamma, arc_occupancy)``: total log probability of the line
+    (-inf if impossible), gamma (T, G) float32 node posteriors (rows sum to 1; zeros
+    if impossible), arc_occupancy (A,) float64 expected uses of each arc summed over
+    frames (they sum to T - 1).
     """
     x = _clean_loglik(loglik, graph)
     T, G = x.shape[0], graph.n_nodes
