@@ -1,0 +1,186 @@
+"""A trained recogniser on disk: one directory, a JSON description plus NumPy arrays.
+
+Layout of a model directory::
+
+    model.json            format version, alphabet, HMM topology, front-end configuration,
+                          feature normalisation, emission type, training history, and the
+                          name and SHA-256 of the arrays file
+    arrays-<sha8>.npz     transition and emission parameters (no pickle)
+
+Saving is atomic: the arrays go to a new content-named file, then ``model.json`` is
+replaced in one ``os.replace``; a crash at any moment leaves either the old model or
+the new one, never a mixture. Loading checks the version, the checksum, every shape
+and every value, and reports any problem as one :class:`HwrError` line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data import Alphabet
+from .errors import HwrError
+from .features import FrontEnd, Normalizer
+from .gmm import GmmSet
+from .hmm import HmmTopology, Transitions
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.json"
+
+
+@dataclass
+class HwrModel:
+    """Everything needed to turn a line image into per-state emission scores."""
+
+    alphabet: Alphabet
+    frontend: FrontEnd
+    normalizer: Normalizer
+    topology: HmmTopology
+    transitions: Transitions
+    emission: object  # GmmSet, or an MLP emission model with the same log_likelihoods()
+    history: dict = field(default_factory=dict)
+
+    @property
+    def emission_type(self) -> str:
+        return getattr(self.emission, "emission_type", "gmm")
+
+    def features(self, gray: np.ndarray):
+        """Normalised features (T, D) and the preprocessed line of one gray image."""
+        feats, line = self.frontend.line_features(gray)
+        return self.normalizer.transform(feats).astype(np.float32), line
+
+    def log_likelihoods(self, feats: np.ndarray) -> np.ndarray:
+        """Emission log-likelihoods (T, S) of normalised features for every HMM state."""
+        return self.emission.log_likelihoods(feats)
+
+
+def _emission_from_arrays(kind: str, arrays: dict, meta: dict):
+    if kind == "gmm":
+        return GmmSet.from_arrays(arrays)
+    if kind == "mlp":
+        from .mlp import MlpEmission  # imported lazily: GMM-only users never need it
+
+        return MlpEmission.from_arrays(arrays, meta)
+    raise HwrError(f"unknown emission type {kind!r} in model")
+
+
+def _atomic_write_bytes(path: Path, payload: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_model(model: HwrModel, directory: str | os.PathLike) -> Path:
+    """Write ``model`` into ``directory`` atomically; return the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {f"transitions/{k}": v for k, v in model.transitions.to_arrays().items()}
+    emission_meta = {}
+    if hasattr(model.emission, "meta"):
+        emission_meta = model.emission.meta()
+    arrays.update({f"emission/{k}": v for k, v in model.emission.to_arrays().items()})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    payload = buffer.getvalue()
+    digest = hashlib.sha256(payload).hexdigest()
+    arrays_name = f"arrays-{digest[:8]}.npz"
+    _atomic_write_bytes(directory / arrays_name, payload)
+    description = {
+        "format": "hybrid_hwr-model",
+        "format_version": FORMAT_VERSION,
+        "alphabet": model.alphabet.to_json(),
+        "frontend": model.frontend.to_dict(),
+        "normalizer": model.normalizer.to_dict(),
+        "topology": model.topology.to_dict(),
+        "emission_type": model.emission_type,
+        "emission_meta": emission_meta,
+        "history": model.history,
+        "arrays_file": arrays_name,
+        "arrays_sha256": digest,
+    }
+    text = json.dumps(description, indent=1, ensure_ascii=False, allow_nan=False)
+    _atomic_write_bytes(directory / MODEL_FILE, text.encode("utf-8"))
+    for stale in directory.glob("arrays-*.npz"):
+        if stale.name != arrays_name:
+            stale.unlink(missing_ok=True)
+    return directory
+
+
+def load_model(directory: str | os.PathLike) -> HwrModel:
+    """Read and check a model directory written by :func:`save_model`."""
+    directory = Path(directory)
+    where = f"model {directory}"
+    if not directory.is_dir():
+        raise HwrError(f"{where}: not a directory")
+    try:
+        description = json.loads((directory / MODEL_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HwrError(f"{where}: no {MODEL_FILE} (not a hybrid_hwr model directory)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HwrError(f"{where}: {MODEL_FILE} is corrupt ({exc})") from None
+    if not isinstance(description, dict) or description.get("format") != "hybrid_hwr-model":
+        raise HwrError(f"{where}: {MODEL_FILE} is not a hybrid_hwr model description")
+    version = description.get("format_version")
+    if version != FORMAT_VERSION:
+        raise HwrError(f"{where}: format version {version!r}, this hybrid_hwr reads version {FORMAT_VERSION}")
+    try:
+        arrays_path = directory / description["arrays_file"]
+        payload = arrays_path.read_bytes()
+    except KeyError as exc:
+        raise HwrError(f"{where}: {MODEL_FILE} lacks the field {exc}") from None
+    except OSError:
+        raise HwrError(f"{where}: arrays file {description['arrays_file']} is missing") from None
+    if hashlib.sha256(payload).hexdigest() != description.get("arrays_sha256"):
+        raise HwrError(f"{where}: {arrays_path.name} does not match its checksum (truncated or modified)")
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        transitions = Transitions.from_arrays(_strip_prefix(arrays, "transitions/"))
+        emission = _emission_from_arrays(
+            description["emission_type"], _strip_prefix(arrays, "emission/"), description.get("emission_meta", {})
+        )
+        model = HwrModel(
+            alphabet=Alphabet.from_json(description["alphabet"]),
+            frontend=FrontEnd.from_dict(description["frontend"]),
+            normalizer=Normalizer.from_dict(description["normalizer"]),
+            topology=HmmTopology.from_dict(description["topology"]),
+            transitions=transitions,
+            emission=emission,
+            history=description.get("history", {}),
+        )
+    except HwrError as exc:
+        raise HwrError(f"{where}: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HwrError(f"{where}: inconsistent model ({type(exc).__name__}: {exc})") from None
+    _check_consistency(model, where)
+    return model
+
+
+def _strip_prefix(arrays: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def _check_consistency(model: HwrModel, where: str) -> None:
+    n_states = model.topology.n_emitting
+    if len(model.transitions.log_self) != n_states:
+        raise HwrError(f"{where}: {len(model.transitions.log_self)} transition states, topology has {n_states}")
+    emission_states = getattr(model.emission, "n_states", None)
+    if emission_states is not None and emission_states != n_states:
+        raise HwrError(f"{where}: emission model has {emission_states} states, topology has {n_states}")
+    if list(model.topology.symbols) != list(model.alphabet.symbols):
+        raise HwrError(f"{where}: HMM symbols do not match the alphabet")

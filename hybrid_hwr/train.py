@@ -1,0 +1,332 @@
+"""Embedded training of the GMM-HMM on whole lines (the HTK HERest / Kaldi gmm recipe, as code).
+
+Schedule (one entry per re-estimation iteration)::
+
+    init      uniform segmentation of every line over its character states (or flat start)
+    M = 1     `iterations` x embedded Baum-Welch (or Viterbi) re-estimation
+    M = 2     split every Gaussian (HHEd MU), `iterations` x re-estimation
+    ...       up to `mixtures` components per state
+
+Each iteration is an E-step that sums :class:`GmmAccumulator` and
+:class:`TransitionAccumulator` objects over lines (over ``jobs`` processes: accumulators
+add up, so the same step could run on a cluster), then an M-step. The model directory is
+rewritten atomically after every iteration and doubles as the checkpoint: ``resume``
+reads it back and continues with the next iteration of the schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .align import forward_backward, path_occupancies, state_occupancies, viterbi
+from .batch import line_features, ordered_map, warn
+from .data import Alphabet, Line
+from .errors import HwrError
+from .features import FrontEnd, Normalizer
+from .gmm import GmmAccumulator, GmmSet
+from .hmm import HmmTopology, TransitionAccumulator, Transitions, build_line_graph, min_frames
+from .model import MODEL_FILE, HwrModel, load_model, save_model
+
+
+@dataclass
+class TrainConfig:
+    """Parameters of GMM-HMM training (saved in the model's history)."""
+
+    states: int = 7                # emitting states per character model
+    mixtures: int = 16             # Gaussians per state at the end of training (a power of 2 is reached by splits)
+    iterations: int = 4            # re-estimation iterations per mixture stage
+    init: str = "uniform"          # "uniform" segmentation or "flat" start
+    method: str = "baum-welch"     # or "viterbi" (hard alignments)
+    beam: float = 300.0            # forward-backward pruning, natural-log units
+    var_floor: float = 0.05        # variance floor as a fraction of the global variance
+    weight_floor: float = 1e-3     # smallest mixture weight
+    transition_floor: float = 1e-3
+    jobs: int = 1
+
+    def __post_init__(self):
+        if self.states < 1 or self.mixtures < 1 or self.iterations < 1:
+            raise HwrError("--states, --mixtures and --iterations must be positive")
+        if self.init not in ("uniform", "flat"):
+            raise HwrError(f"unknown initialisation {self.init!r} (uniform or flat)")
+        if self.method not in ("baum-welch", "viterbi"):
+            raise HwrError(f"unknown training method {self.method!r} (baum-welch or viterbi)")
+        if not 0 < self.var_floor < 1:
+            raise HwrError("the variance floor is a fraction of the global variance, in (0, 1)")
+
+    def schedule(self) -> list[int]:
+        """Number of mixture components during each iteration: 1,1,..,2,2,..,4,.. up to ``mixtures``."""
+        stages, m = [], 1
+        while True:
+            stages.append(min(m, self.mixtures))
+            if m >= self.mixtures:
+                break
+            m *= 2
+        return [m for m in stages for _ in range(self.iterations)]
+
+
+@dataclass
+class LineSet:
+    """Encoded lines ready for training: ids, symbol ids and normalised features."""
+
+    ids: list
+    text_ids: list
+    feats: list
+
+    @property
+    def n_frames(self) -> int:
+        return int(sum(len(f) for f in self.feats))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _cache_path(out_dir: Path, name: str, frontend: FrontEnd) -> Path:
+    import hashlib
+    import json
+
+    key = hashlib.sha256(json.dumps(frontend.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    return out_dir / "cache" / f"features-{name}-{key}.npz"
+
+
+def load_line_features(lines: list[Line], frontend: FrontEnd, jobs: int, cache: Path | None, desc: str):
+    """(kept lines, raw features) of ``lines``; cached in ``cache`` so that a resumed run does not recompute."""
+    by_id = {line.id: line for line in lines}
+    if cache is not None and cache.exists():
+        with np.load(cache, allow_pickle=False) as npz:
+            kept = [by_id[i] for i in npz.files if i in by_id]
+            if len(kept) == len(npz.files):
+                return kept, [npz[line.id] for line in kept]
+    kept, feats = [], []
+    for line, f, _ in line_features(lines, frontend, jobs, desc=desc):
+        kept.append(line)
+        feats.append(f)
+    if cache is not None and kept:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=cache.parent)
+        os.close(fd)
+        np.savez(tmp, **{line.id: f for line, f in zip(kept, feats)})
+        os.replace(tmp, cache)
+    return kept, feats
+
+
+def encode_lines(lines, feats, alphabet: Alphabet, normalizer: Normalizer, topology: HmmTopology,
+                 what: str) -> LineSet:
+    """Normalise and encode; lines with unknown characters or too few frames are reported and skipped."""
+    out = LineSet([], [], [])
+    transitions = Transitions(topology)
+    unknown = short = 0
+    for line, f in zip(lines, feats):
+        try:
+            ids = alphabet.encode(line.text)
+        except HwrError as exc:
+            unknown += 1
+            warn(f"{what}: skipped line {line.id}: {exc}")
+            continue
+        if len(ids) == 0:
+            short += 1
+            warn(f"{what}: skipped line {line.id}: empty transcription")
+            continue
+        needed = min_frames(build_line_graph(topology, transitions, ids))
+        if len(f) < needed:
+            short += 1
+            warn(f"{what}: skipped line {line.id}: {len(f)} frames, its transcription needs {needed}")
+            continue
+        out.ids.append(line.id)
+        out.text_ids.append(ids)
+        out.feats.append(normalizer.transform(f).astype(np.float32))
+    if not out.ids:
+        raise HwrError(f"{what}: no usable line ({unknown} with unknown characters, {short} too short)")
+    return out
+
+
+# ----------------------------------------------------------------------------- E-step
+
+# Set in the parent before the worker pool forks, so lines are shared, not pickled.
+_LINES: LineSet | None = None
+_MODEL: tuple | None = None
+
+
+def _set_model(topology, transitions, gmms, method, beam, accumulate):
+    global _MODEL
+    _MODEL = (topology, transitions, gmms, method, beam, accumulate)
+
+
+def line_log_likelihoods(gmms: GmmSet, X: np.ndarray, states: np.ndarray) -> np.ndarray:
+    """(T, S) emission scores, computed only for ``states`` (the others are -inf)."""
+    states = np.unique(states)
+    full = np.full((len(X), gmms.n_states), -np.inf)
+    full[:, states] = gmms.log_likelihoods(X, states=states)
+    return full
+
+
+def _estep_chunk(bounds):
+    """Statistics of lines [start, stop): (gmm acc, transition acc, log-prob, frames, failed lines)."""
+    topology, transitions, gmms, method, beam, accumulate = _MODEL
+    start, stop = bounds
+    gacc = GmmAccumulator.like(gmms) if accumulate else None
+    tacc = TransitionAccumulator(topology) if accumulate else None
+    total, frames, failed = 0.0, 0, 0
+    for i in range(start, stop):
+        X, ids = _LINES.feats[i], _LINES.text_ids[i]
+        graph = build_line_graph(topology, transitions, ids)
+        loglik = line_log_likelihoods(gmms, X, graph.emit_state)
+        if method == "viterbi":
+            score, path, arcs = viterbi(loglik, graph, return_arcs=True)
+            if not math.isfinite(score):
+                failed += 1
+                continue
+            if accumulate:
+                gacc.accumulate(gmms, X, *path_occupancies(path, graph))
+                tacc.accumulate_path(graph, path, arcs)
+        else:
+            score, gamma, occupancy = forward_backward(loglik, graph, beam=beam)
+            if not math.isfinite(score):
+                failed += 1
+                continue
+            if accumulate:
+                gacc.accumulate(gmms, X, *state_occupancies(gamma, graph))
+                tacc.accumulate(graph, occupancy, gamma)
+        total += score
+        frames += len(X)
+    return gacc, tacc, total, frames, failed
+
+
+def expectation(lines: LineSet, topology, transitions, gmms, method="baum-welch", beam=None,
+                jobs=1, accumulate=True):
+    """Sum of per-line statistics over ``jobs`` processes: (gmm acc, transition acc, log-prob, frames, failed)."""
+    global _LINES
+    _LINES = lines
+    n = len(lines.ids)
+    n_chunks = max(1, min(n, 4 * jobs))
+    edges = np.linspace(0, n, n_chunks + 1).astype(int)
+    chunks = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    gacc = tacc = None
+    total, frames, failed = 0.0, 0, 0
+    args = (topology, transitions, gmms, method, beam, accumulate)
+    for g, t, s, f, bad in ordered_map(_estep_chunk, chunks, jobs, _set_model, args):
+        if accumulate:
+            gacc = g if gacc is None else gacc + g
+            tacc = t if tacc is None else tacc + t
+        total, frames, failed = total + s, frames + f, failed + bad
+    return gacc, tacc, total, frames, failed
+
+
+# ----------------------------------------------------------------------------- initialisation
+
+
+def uniform_segmentation(lines: LineSet, topology: HmmTopology, n_states: int, data_var, var_floor):
+    """Single-Gaussian GMMs from an equal split of every line's frames over its states (spaces included)."""
+    acc = None
+    flat = GmmSet.flat_start(n_states, (np.zeros(len(data_var)), data_var))
+    acc = GmmAccumulator.like(flat)
+    for X, ids in zip(lines.feats, lines.text_ids):
+        states = np.concatenate([topology.states_of(int(k)) for k in ids])
+        if len(X) < len(states):
+            continue
+        path = states[(np.arange(len(X)) * len(states)) // len(X)]
+        acc.accumulate(flat, X, np.arange(len(X)), path)
+    return GmmSet.from_summaries(acc, var_floor=var_floor, min_count=1.0, previous=flat)
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def train_gmm_hmm(train_lines: list[Line], out_dir, config: TrainConfig, valid_lines: list[Line] | None = None,
+                  frontend: FrontEnd | None = None, init_model=None, resume: bool = False,
+                  log: Callable[[str], None] = print) -> HwrModel:
+    """Train (or resume training of) a GMM-HMM; the model is saved in ``out_dir`` after every iteration."""
+    out_dir = Path(out_dir)
+    model = None
+    if resume and (out_dir / MODEL_FILE).exists():
+        model = load_model(out_dir)
+        saved = model.history.get("config")
+        if saved is not None:
+            config = dataclasses.replace(TrainConfig(**saved), jobs=config.jobs)
+        log(f"resuming from {out_dir} after iteration {len(model.history.get('iterations', []))}")
+    elif init_model is not None:
+        model = load_model(init_model) if not isinstance(init_model, HwrModel) else init_model
+    frontend = model.frontend if model is not None else (frontend or FrontEnd())
+
+    t_start = time.time()
+    cache = lambda name: _cache_path(out_dir, name, frontend)  # noqa: E731
+    kept, raw = load_line_features(train_lines, frontend, config.jobs, cache("train"), "train features")
+    if model is None:
+        alphabet = Alphabet.from_texts(line.text for line in kept)
+        topology = HmmTopology(alphabet.symbols, n_states=config.states)
+        normalizer = Normalizer().fit(raw)
+    else:
+        alphabet, topology, normalizer = model.alphabet, model.topology, model.normalizer
+    train = encode_lines(kept, raw, alphabet, normalizer, topology, "train")
+    del raw
+    valid = None
+    if valid_lines:
+        vkept, vraw = load_line_features(valid_lines, frontend, config.jobs, cache("valid"), "valid features")
+        valid = encode_lines(vkept, vraw, alphabet, normalizer, topology, "valid")
+    log(f"train: {len(train.ids)} lines, {train.n_frames} frames; "
+        + (f"valid: {len(valid.ids)} lines, {valid.n_frames} frames; " if valid else "")
+        + f"{len(alphabet)} symbols x {config.states} states; features in {time.time() - t_start:.0f}s")
+
+    if model is None:
+        all_frames = np.concatenate(train.feats)
+        global_var = all_frames.var(axis=0).astype(np.float64)
+        transitions = Transitions(topology)
+        if config.init == "uniform":
+            gmms = uniform_segmentation(train, topology, topology.n_emitting, global_var,
+                                        config.var_floor * global_var)
+        else:
+            gmms = GmmSet.flat_start(topology.n_emitting, all_frames)
+        del all_frames
+        history = {"config": dataclasses.asdict(config), "global_var": global_var.tolist(), "iterations": []}
+        model = HwrModel(alphabet, frontend, normalizer, topology, transitions, gmms, history)
+    else:
+        model.history.setdefault("iterations", [])
+        model.history.setdefault("config", dataclasses.asdict(config))
+        if "global_var" not in model.history:
+            model.history["global_var"] = np.concatenate(train.feats).var(axis=0).tolist()
+    var_floor = config.var_floor * np.asarray(model.history["global_var"])
+
+    schedule = config.schedule()
+    done = len(model.history["iterations"]) if resume else 0
+    if not resume:
+        model.history["iterations"] = []
+    for it in range(done, len(schedule)):
+        t0 = time.time()
+        gmms, transitions = model.emission, model.transitions
+        if schedule[it] > gmms.n_components:
+            gmms = gmms.split(schedule[it])
+        gacc, tacc, total, frames, failed = expectation(
+            train, model.topology, transitions, gmms, config.method, config.beam, config.jobs)
+        if gacc is None or frames == 0:
+            raise HwrError("no training line could be aligned with the current model")
+        model.emission = GmmSet.from_summaries(gacc, var_floor=var_floor, weight_floor=config.weight_floor,
+                                               previous=gmms)
+        model.transitions = Transitions.from_summaries(tacc, floor=config.transition_floor, previous=transitions)
+        record = {"iteration": it + 1, "mixtures": int(schedule[it]), "train_loglik_per_frame": total / frames,
+                  "train_frames": frames, "failed_lines": failed}
+        if valid is not None:
+            _, _, vtotal, vframes, vfailed = expectation(
+                valid, model.topology, model.transitions, model.emission, config.method, config.beam,
+                config.jobs, accumulate=False)
+            record["valid_loglik_per_frame"] = vtotal / max(vframes, 1)
+            record["valid_failed_lines"] = vfailed
+        record["seconds"] = round(time.time() - t0, 2)
+        record["frames_per_second"] = round(frames / max(record["seconds"], 1e-9))
+        model.history["iterations"].append(record)
+        model.history["train_seconds"] = round(model.history.get("train_seconds", 0.0) + record["seconds"], 2)
+        save_model(model, out_dir)
+        log(f"iteration {it + 1}/{len(schedule)}  M={schedule[it]:<3d} train LL/frame {record['train_loglik_per_frame']:.3f}"
+            + (f"  valid LL/frame {record['valid_loglik_per_frame']:.3f}" if valid is not None else "")
+            + f"  ({record['seconds']:.1f}s, {record['frames_per_second']} frames/s"
+            + (f", {failed} lines failed" if failed else "") + ")")
+    model.history["total_seconds"] = round(time.time() - t_start, 1)
+    save_model(model, out_dir)
+    return model
