@@ -409,3 +409,38 @@ def path_occupancies(path, graph: LineGraph):
     path = np.asarray(path, dtype=np.int64)
     return (np.arange(len(path), dtype=np.int32), graph.emit_state[path].astype(np.int32),
             np.ones(len(path)))
+
+
+# ----------------------------------------------------------------------------- forced alignment
+
+class ForcedAlignment(NamedTuple):
+    """Viterbi alignment of one line with its transcription."""
+    score: float             # log p(x, best path | transcription)
+    states: np.ndarray       # (T,) emission state of every frame
+    chars: list              # CharSegment per transcription character the path visits
+    words: list              # WordSpan per word
+
+
+def graph_log_likelihoods(emission, X, graph: LineGraph) -> np.ndarray:
+    """(T, S) emission scores of ``X``, computed only for the states ``graph`` uses (others -inf).
+
+    ``emission`` is any model with ``n_states`` and ``log_likelihoods(X, states=...)``
+    (GMM or MLP); a line graph touches a few dozen of the hundreds of states.
+    """
+    states = np.unique(graph.emit_state)
+    full = np.full((len(X), emission.n_states), -np.inf)
+    full[:, states] = emission.log_likelihoods(X, states=states)
+    return full
+
+
+def force_align(emission, topology, transitions, X, text_ids) -> ForcedAlignment | None:
+    """Best path of the line graph of ``text_ids`` through features ``X``; None if no path fits."""
+    from .hmm import build_line_graph
+
+    graph = build_line_graph(topology, transitions, text_ids)
+    score, path = viterbi(graph_log_likelihoods(emission, X, graph), graph)
+    if len(path) == 0 or not np.isfinite(score):
+        return None
+    chars = path_to_segments(path, graph)
+    return ForcedAlignment(float(score), graph.emit_state[path].astype(np.int32), chars,
+                           word_spans(chars, graph))

@@ -21,11 +21,11 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from . import __version__
+from .batch import line_features, warn
 from .data import Line, read_inputs, read_transcriptions
 from .errors import HwrError
 
@@ -34,10 +34,6 @@ PROG = "hybrid-hwr"
 
 # ---------------------------------------------------------------------------------------
 # Helpers shared by subcommands
-
-
-def warn(message: str) -> None:
-    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
 
 
 def positive_int(text: str) -> int:
@@ -83,28 +79,6 @@ def input_lines(args: argparse.Namespace) -> list[Line]:
     if not lines:
         raise HwrError("no input lines")
     return lines
-
-
-def progress(iterable: Iterable, total: int | None = None, desc: str = "", unit: str = "line"):
-    """A progress bar on stderr (shown when stderr is a terminal)."""
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=None, dynamic_ncols=True)
-
-
-def ordered_map(function: Callable, items: list, jobs: int = 1, initializer=None, initargs=()) -> Iterator:
-    """``map(function, items)`` in input order, over ``jobs`` processes when jobs > 1."""
-    if jobs <= 1 or len(items) <= 1:
-        if initializer is not None:
-            initializer(*initargs)
-        yield from map(function, items)
-        return
-    import multiprocessing
-
-    jobs = min(jobs, len(items))
-    # fork: workers inherit the imported modules and compiled kernels (the default changes in Python 3.14)
-    with multiprocessing.get_context("fork").Pool(jobs, initializer=initializer, initargs=initargs) as pool:
-        yield from pool.imap(function, items, chunksize=max(1, min(8, len(items) // (4 * jobs))))
 
 
 class AtomicNpzWriter:
@@ -294,53 +268,218 @@ def _make_frontend(args: argparse.Namespace):
     return frontend
 
 
-_WORKER_FRONTEND = None
-
-
-def _set_worker_frontend(frontend) -> None:
-    global _WORKER_FRONTEND
-    _WORKER_FRONTEND = frontend
-
-
-def _line_features(line: Line):
-    """(id, features or None, error message or None) of one line; never raises for a bad line."""
-    from .data import load_image
-
-    try:
-        feats, _ = _WORKER_FRONTEND.line_features(load_image(line.image_path))
-        feats = np.asarray(feats, dtype=np.float32)
-        if feats.ndim != 2:
-            raise HwrError(f"features have shape {feats.shape}, expected (frames, dims)")
-        return line.id, feats, None
-    except HwrError as exc:
-        return line.id, None, str(exc)
-    except (ValueError, IndexError, ArithmeticError, MemoryError) as exc:  # odd image the front end failed on
-        return line.id, None, f"{line.image_path}: feature extraction failed ({type(exc).__name__}: {exc})"
-
-
 def _run_features(args: argparse.Namespace) -> int:
     lines = input_lines(args)
     frontend = _make_frontend(args)
     output = Path(args.output)
-    skipped = 0
     with AtomicNpzWriter(output) as writer:
-        results = ordered_map(_line_features, lines, args.jobs, _set_worker_frontend, (frontend,))
-        for line_id, feats, error in progress(results, total=len(lines), desc="features"):
-            if error is not None:
-                warn(f"skipped line {line_id}: {error}")
-                skipped += 1
-                continue
-            writer.add(line_id, feats)
+        for line, feats, _ in line_features(lines, frontend, args.jobs, desc="features"):
+            writer.add(line.id, feats)
+        skipped = len(lines) - writer.count
         if writer.count == 0:
             raise HwrError(f"no line could be processed ({skipped} skipped); {output} not written")
     print(f"wrote features of {writer.count} lines to {output}" + (f" ({skipped} skipped)" if skipped else ""))
     return 0
 
 
+
+# ---------------------------------------------------------------------------------------
+# train
+
+
+def _add_train(subparsers) -> None:
+    from .train import TrainConfig
+
+    defaults = TrainConfig()
+    p = subparsers.add_parser(
+        "train", help="train a GMM-HMM (or hybrid MLP-HMM) optical model on a line dataset",
+        description="Embedded training on whole lines. The model directory is rewritten after every "
+        "iteration (atomically) and doubles as the checkpoint: --resume continues an interrupted run.",
+    )
+    p.add_argument("--train", required=True, nargs="+", metavar="DATA.tsv", help="training split file(s)")
+    p.add_argument("--valid", nargs="+", metavar="DATA.tsv", help="validation split file(s): likelihood per iteration")
+    p.add_argument("--images", metavar="DIR", help="read the images of split files from DIR/<id>.png")
+    p.add_argument("--emission", choices=("gmm", "mlp"), default="gmm", help="emission model (default gmm)")
+    p.add_argument("--init-model", metavar="DIR", help="start from this model (for mlp: the GMM-HMM giving alignments)")
+    p.add_argument("--states", type=positive_int, default=defaults.states, help="emitting states per character")
+    p.add_argument("--mixtures", type=positive_int, default=defaults.mixtures, help="Gaussians per state at the end")
+    p.add_argument("--iterations", type=positive_int, default=defaults.iterations,
+                   help="re-estimation iterations per mixture stage")
+    p.add_argument("--init", choices=("uniform", "flat"), default=defaults.init, help="initialisation")
+    p.add_argument("--method", choices=("baum-welch", "viterbi"), default=defaults.method)
+    p.add_argument("--kind", choices=("handcrafted", "pixels"), help="feature type (default: handcrafted)")
+    p.add_argument("--width", type=positive_int, help="sliding-window width in pixels")
+    p.add_argument("--shift", type=positive_int, help="sliding-window shift in pixels")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N lines of each split")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="accumulate over N processes")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in MODEL_DIR")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help="model directory to write")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .train import TrainConfig, train_gmm_hmm
+
+    train = read_inputs(args.train, images=args.images, limit=args.limit)
+    valid = read_inputs(args.valid, images=args.images, limit=args.limit) if args.valid else None
+    if args.emission == "mlp":
+        from .mlp import train_mlp_hmm
+
+        if not args.init_model:
+            raise HwrError("--emission mlp needs --init-model GMM_DIR (its forced alignments are the targets)")
+        train_mlp_hmm(train, args.init_model, args.output, valid_lines=valid, jobs=args.jobs, log=print)
+        return 0
+    config = TrainConfig(states=args.states, mixtures=args.mixtures, iterations=args.iterations,
+                         init=args.init, method=args.method, jobs=args.jobs)
+    frontend = _make_frontend(args)
+    train_gmm_hmm(train, args.output, dataclasses.replace(config), valid_lines=valid, frontend=frontend,
+                  init_model=args.init_model, resume=args.resume, log=print)
+    print(f"model written to {args.output}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# align
+
+
+def _add_align(subparsers) -> None:
+    p = subparsers.add_parser(
+        "align", parents=[dataset_parent()], help="forced alignment of lines with their transcriptions",
+        description="Writes ALIGN_DIR/alignments.jsonl, one JSON object per line: id, text, n_frames, score, "
+        "frame_shift, chars [{char, index, first_frame, last_frame, x_start, x_end}], words [{text, first_frame, "
+        "last_frame, x_start, x_end}] (x in pixels of the original image), and ALIGN_DIR/states.npz: the HMM "
+        "state of every frame (int32 array per line id).",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    p.add_argument("-o", "--output", required=True, metavar="ALIGN_DIR", help="output directory")
+    p.set_defaults(run=_run_align)
+
+
+def _run_align(args: argparse.Namespace) -> int:
+    import json
+
+    from .align import force_align
+    from .decode import frames_to_pixels
+    from .model import load_model
+
+    model = load_model(args.model)
+    lines = input_lines(args)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    done = failed = 0
+    with open(out / "alignments.jsonl", "w", encoding="utf-8") as jsonl, \
+            AtomicNpzWriter(out / "states.npz") as states:
+        for line, raw, pre in line_features(lines, model.frontend, args.jobs, desc="align", keep_preprocessed=True):
+            try:
+                ids = model.alphabet.encode(line.text)
+            except HwrError as exc:
+                warn(f"skipped line {line.id}: {exc}")
+                failed += 1
+                continue
+            feats = model.normalizer.transform(raw).astype(np.float32)
+            result = force_align(model.emission, model.topology, model.transitions, feats, ids)
+            if result is None:
+                warn(f"skipped line {line.id}: {len(feats)} frames cannot hold its transcription")
+                failed += 1
+                continue
+            pixels = lambda a, b: frames_to_pixels(model, pre, len(feats), a, b)  # noqa: E731
+            chars = [{"char": line.text[c.char_index], "index": c.char_index, "first_frame": c.first_frame,
+                      "last_frame": c.last_frame, **dict(zip(("x_start", "x_end"), pixels(c.first_frame, c.last_frame)))}
+                     for c in result.chars]
+            words = [{"text": line.text[w.first_char:w.last_char + 1], "first_frame": w.first_frame,
+                      "last_frame": w.last_frame, **dict(zip(("x_start", "x_end"), pixels(w.first_frame, w.last_frame)))}
+                     for w in result.words]
+            record = {"id": line.id, "text": line.text, "n_frames": len(feats), "score": result.score,
+                      "frame_shift": model.frontend.features.shift, "chars": chars, "words": words}
+            jsonl.write(json.dumps(record, ensure_ascii=False) + "\n")
+            jsonl.flush()
+            states.add(line.id, result.states)
+            done += 1
+        if done == 0:
+            raise HwrError(f"no line could be aligned ({failed} skipped)")
+    print(f"aligned {done} lines into {out}" + (f" ({failed} skipped)" if failed else ""))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# decode
+
+
+def _add_decode(subparsers) -> None:
+    p = subparsers.add_parser(
+        "decode", parents=[dataset_parent()], help="recognise line images",
+        description="Decodes each line and writes id<TAB>text as each result is produced "
+        "(to -o FILE, or standard output).",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    p.add_argument("--char-penalty", type=float, default=0.0,
+                   help="character insertion penalty of the character loop (positive: fewer characters)")
+    p.add_argument("-o", "--output", metavar="hyp.tsv", help="hypotheses file (default: standard output)")
+    p.add_argument("--details", metavar="FILE.jsonl", help="also write scores and word spans, one JSON per line")
+    p.set_defaults(run=_run_decode)
+
+
+_WORKER_RECOGNIZER = None
+
+
+def _set_worker_recognizer(recognizer) -> None:
+    global _WORKER_RECOGNIZER
+    _WORKER_RECOGNIZER = recognizer
+
+
+def _decode_line(line: Line):
+    """(line, hypothesis, error) of one line; never raises for a bad line."""
+    from .data import load_image
+
+    try:
+        return line, _WORKER_RECOGNIZER.decode_image(load_image(line.image_path)), None
+    except HwrError as exc:
+        return line, None, str(exc)
+    except (ValueError, IndexError, ArithmeticError, MemoryError) as exc:
+        return line, None, f"{line.image_path}: decoding failed ({type(exc).__name__}: {exc})"
+
+
+def _run_decode(args: argparse.Namespace) -> int:
+    import json
+
+    from .batch import ordered_map, progress
+    from .decode import Recognizer
+    from .model import load_model
+
+    model = load_model(args.model)
+    recognizer = Recognizer(model, char_penalty=args.char_penalty)
+    lines = input_lines(args)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    details = open(args.details, "w", encoding="utf-8") if args.details else None
+    done = 0
+    try:
+        results = ordered_map(_decode_line, lines, args.jobs, _set_worker_recognizer, (recognizer,))
+        for line, hyp, error in progress(results, total=len(lines), desc="decode"):
+            if error is not None:
+                warn(f"skipped line {line.id}: {error}")
+                continue
+            out.write(f"{line.id}\t{hyp.text}\n")
+            out.flush()
+            if details is not None:
+                details.write(json.dumps({"id": line.id, **hyp.to_dict()}, ensure_ascii=False) + "\n")
+                details.flush()
+            done += 1
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        if details is not None:
+            details.close()
+    if done == 0:
+        raise HwrError("no line could be decoded")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------
 # Entry point
 
-_SUBCOMMANDS = (_add_import, _add_evaluate, _add_features)
+_SUBCOMMANDS = (_add_import, _add_features, _add_train, _add_align, _add_decode, _add_evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

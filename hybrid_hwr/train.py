@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from .align import forward_backward, path_occupancies, state_occupancies, viterbi
+from .align import forward_backward, graph_log_likelihoods, path_occupancies, state_occupancies, viterbi
 from .batch import line_features, ordered_map, warn
 from .data import Alphabet, Line
 from .errors import HwrError
@@ -160,14 +160,6 @@ def _set_model(topology, transitions, gmms, method, beam, accumulate):
     _MODEL = (topology, transitions, gmms, method, beam, accumulate)
 
 
-def line_log_likelihoods(gmms: GmmSet, X: np.ndarray, states: np.ndarray) -> np.ndarray:
-    """(T, S) emission scores, computed only for ``states`` (the others are -inf)."""
-    states = np.unique(states)
-    full = np.full((len(X), gmms.n_states), -np.inf)
-    full[:, states] = gmms.log_likelihoods(X, states=states)
-    return full
-
-
 def _estep_chunk(bounds):
     """Statistics of lines [start, stop): (gmm acc, transition acc, log-prob, frames, failed lines)."""
     topology, transitions, gmms, method, beam, accumulate = _MODEL
@@ -178,7 +170,7 @@ def _estep_chunk(bounds):
     for i in range(start, stop):
         X, ids = _LINES.feats[i], _LINES.text_ids[i]
         graph = build_line_graph(topology, transitions, ids)
-        loglik = line_log_likelihoods(gmms, X, graph.emit_state)
+        loglik = graph_log_likelihoods(gmms, X, graph)
         if method == "viterbi":
             score, path, arcs = viterbi(loglik, graph, return_arcs=True)
             if not math.isfinite(score):
