@@ -1,0 +1,776 @@
+"""Line-image preprocessing: contrast enhancement, slant correction, baselines, height normalisation.
+
+The pipeline run by :func:`preprocess` (every step can be switched off in
+:class:`PreprocessConfig`)::
+
+    gray uint8 (0 = black .. 255 = paper)
+      -> enhance_contrast   ink map in [0, 1] (1 = ink): local paper level per column block,
+                            ink level from the strongest strokes, a noise floor, and faint
+                            long horizontal structures (ruled lines) subtracted as background
+      -> estimate_slant     angle that makes the vertical projection of near-vertical strokes
+                            sharpest (sum of squared column sums over shears of -45..45 degrees)
+      -> shear              horizontal shear that makes the strokes upright
+      -> crop               empty margins removed (columns and rows without ink)
+      -> estimate_baselines upper and lower baseline (the core zone) from the horizontal profile
+                            of ink runs per row
+      -> normalize_height   ascender / core / descender zones mapped to fixed heights
+                            (18 / 36 / 18 = 72 px by default); the width is scaled by the
+                            core-zone scale, so the aspect ratio is kept relative to the core
+
+Conventions: ``ink`` images are float32 (H, W) in [0, 1] with 1 = ink; rows grow downwards;
+a positive slant angle means strokes lean to the right (the usual forward slant).
+No input (blank, 1-pixel-high, 30000-pixel-wide, all-black, RGB(A), 16-bit, float) makes
+these functions crash or return NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import numba
+import numpy as np
+from scipy import ndimage
+
+from .errors import HwrError
+
+__all__ = [
+    "PreprocessConfig",
+    "PreprocessedLine",
+    "as_gray_uint8",
+    "enhance_contrast",
+    "estimate_skew",
+    "deskew",
+    "estimate_slant",
+    "shear",
+    "crop_margins",
+    "estimate_baselines",
+    "normalize_height",
+    "preprocess",
+]
+
+
+@dataclass
+class PreprocessConfig:
+    """Every parameter of the preprocessing, saved with a model (``to_dict`` is JSON-safe)."""
+
+    # contrast enhancement
+    contrast: bool = True  # False: ink = 1 - gray / 255
+    block_width: int = 64  # paper level is estimated per block of columns (uneven lighting)
+    paper_percentile: float = 50.0  # of each block's gray levels (ink rarely covers half a block)
+    ink_percentile: float = 90.0  # of the contrasts of ink candidates: this level maps to ink 1
+    min_contrast: float = 0.1  # contrast (fraction of 255) below which a pixel is paper
+    noise_floor: float = 0.15  # ink below this (after stretching) is set to 0
+    remove_rules: bool = True  # subtract faint long horizontal structures (ruled lines)
+    rule_length: float = 1.5  # minimum rule length, in image heights (at least 25 px)
+    rule_max_ink: float = 1.0  # only structures fainter than this are rules (1: any darkness)
+    rule_max_thickness: float = 0.1  # rules are at most 3 px + this x image height thick
+    # skew and slant correction
+    deskew: bool = True
+    max_skew_deg: float = 5.0
+    deslant: bool = True
+    max_slant_deg: float = 45.0
+    # cropping of empty margins
+    crop: bool = True
+    # height normalisation
+    normalize_height: bool = True
+    ascender_height: int = 18
+    core_height: int = 36
+    descender_height: int = 18
+    min_zone_ratio: float = 0.5  # ascender/descender source extent at least this x core height
+    max_zone_ratio: float = 1.5  # ... and at most this (ink further away is cut off)
+    max_width: int = 50000  # safety cap on the normalised width (pixels)
+
+    @property
+    def height(self) -> int:
+        """Height of normalised lines (sum of the three zone heights)."""
+        return self.ascender_height + self.core_height + self.descender_height
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise HwrError(f"unknown preprocessing option(s): {', '.join(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class PreprocessedLine:
+    """The result of :func:`preprocess` for one line image.
+
+    ``ink`` has height ``config.height`` (72) when height normalisation is on; the core zone
+    is then rows ``[upper_baseline, lower_baseline)`` = ``[18, 54)``.  Normalised x maps back
+    to original-image x by ``x_to_original`` (exact at the core-zone centre; the slant
+    correction shifts other rows by ``(row - core centre) * tan(slant)``).
+    """
+
+    ink: np.ndarray
+    upper_baseline: float
+    lower_baseline: float
+    slant_deg: float
+    x_scale: float = 1.0  # normalised px per original px
+    x_offset: float = 0.0  # original x of normalised x = 0
+    steps: dict = field(default_factory=dict)  # intermediate images (keep_steps=True)
+
+    def x_to_original(self, x):
+        """Original-image x of normalised x (scalar or array)."""
+        return np.asarray(x, dtype=np.float64) / self.x_scale + self.x_offset
+
+
+# --------------------------------------------------------------------------- input
+
+
+def as_gray_uint8(image) -> np.ndarray:
+    """Any 2-D/3-D image array -> uint8 gray (0 = black, 255 = white).
+
+    RGB is averaged, alpha is composited on white paper, 16-bit and float ([0, 1] or
+    [0, 255]) are rescaled, NaN becomes paper.
+    """
+    a = np.asarray(image)
+    if a.ndim == 3:
+        if a.shape[2] in (2, 4):  # gray+alpha or RGBA: composite on white paper
+            alpha = _to_unit(a[..., -1])
+            color = _to_unit(a[..., :-1]).mean(axis=2)
+            g = color * alpha + (1.0 - alpha)
+        else:
+            g = _to_unit(a).mean(axis=2)
+    elif a.ndim == 2:
+        if a.dtype == np.uint8:
+            return np.ascontiguousarray(a)
+        g = _to_unit(a)
+    else:
+        raise HwrError(f"expected a 2-D gray or 3-D colour image, got shape {a.shape}")
+    return np.ascontiguousarray(np.rint(np.clip(g, 0.0, 1.0) * 255.0).astype(np.uint8))
+
+
+def _to_unit(a: np.ndarray) -> np.ndarray:
+    """Array of any numeric dtype -> float32 in [0, 1]."""
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    if a.dtype == np.bool_:
+        return a.astype(np.float32)
+    if np.issubdtype(a.dtype, np.integer):
+        top = 255.0 if a.size and a.max() <= 255 else 65535.0
+        return a.astype(np.float32) / top
+    f = np.nan_to_num(a.astype(np.float32), nan=1.0, posinf=1.0, neginf=0.0)
+    if f.size and f.max() > 1.0:
+        f = f / 255.0
+    return f
+
+
+# --------------------------------------------------------------------------- contrast
+
+
+@numba.njit(cache=True)
+def _block_percentiles(gray, block_width, q):
+    """q-quantile (0..1) of the gray levels of each block of ``block_width`` columns."""
+    h, w = gray.shape
+    nb = (w + block_width - 1) // block_width
+    hist = np.zeros((nb, 256), np.int64)
+    for y in range(h):
+        for x in range(w):
+            hist[x // block_width, gray[y, x]] += 1
+    out = np.empty(nb, np.float32)
+    for b in range(nb):
+        total = 0
+        for v in range(256):
+            total += hist[b, v]
+        target = q * total
+        acc = 0
+        out[b] = 255.0
+        for v in range(256):
+            acc += hist[b, v]
+            if acc >= target and acc > 0:
+                out[b] = v
+                break
+    return out
+
+
+@numba.njit(cache=True)
+def _contrast_map(gray, paper_cols, scale):
+    """max(paper level of the column - gray, 0) * scale, as float32."""
+    h, w = gray.shape
+    out = np.empty((h, w), np.float32)
+    for y in range(h):
+        for x in range(w):
+            d = paper_cols[x] - gray[y, x]
+            out[y, x] = d * scale if d > 0 else 0.0
+    return out
+
+
+@numba.njit(cache=True)
+def _stretch(contrast, ref, floor):
+    """Map contrast ``ref`` to ink 1, values below ``floor`` (after mapping) to 0."""
+    h, w = contrast.shape
+    out = np.empty((h, w), np.float32)
+    inv = 1.0 / (ref * (1.0 - floor))
+    for y in range(h):
+        for x in range(w):
+            v = (contrast[y, x] - floor * ref) * inv
+            out[y, x] = 0.0 if v <= 0.0 else (1.0 if v >= 1.0 else v)
+    return out
+
+
+def enhance_contrast(gray, config: PreprocessConfig | None = None) -> np.ndarray:
+    """Gray image -> float32 ink map in [0, 1] (1 = ink), robust to real scans.
+
+    The paper level is a percentile of each block of columns (gray or unevenly lit paper),
+    interpolated across blocks; the contrast to it is stretched so that the
+    ``ink_percentile`` of ink candidates maps to 1; a noise floor removes paper texture;
+    faint long horizontal structures (ruled lines, which survive a horizontal opening
+    of ``rule_length`` image heights) are subtracted as background.  A uniform image
+    (no contrast at all, e.g. blank or all black) has no ink.
+    """
+    cfg = config or PreprocessConfig()
+    g = as_gray_uint8(gray)
+    h, w = g.shape
+    if h == 0 or w == 0:
+        return np.zeros((max(h, 1), max(w, 1)), np.float32)
+    if not cfg.contrast:
+        return (1.0 - g.astype(np.float32) / 255.0).astype(np.float32)
+    bw = max(1, int(cfg.block_width))
+    paper_blocks = _block_percentiles(g, bw, cfg.paper_percentile / 100.0)
+    if paper_blocks.size > 1:  # interpolate between block centres
+        centres = (np.arange(paper_blocks.size) + 0.5) * bw
+        paper_cols = np.interp(np.arange(w, dtype=np.float32), centres, paper_blocks)
+    else:
+        paper_cols = np.full(w, paper_blocks[0])
+    contrast = _contrast_map(g, paper_cols.astype(np.float32), np.float32(1.0 / 255.0))
+    candidates = contrast[contrast > cfg.min_contrast]
+    if candidates.size == 0:
+        return np.zeros((h, w), np.float32)
+    ref = float(np.percentile(candidates, cfg.ink_percentile))
+    ref = max(ref, cfg.min_contrast)
+    ink = _stretch(contrast, np.float32(ref), np.float32(0.0))
+    if cfg.remove_rules:
+        ink = _remove_rules(ink, cfg)
+    if cfg.noise_floor > 0:
+        ink = _stretch(ink, np.float32(1.0), np.float32(cfg.noise_floor))
+    return ink
+
+
+def _remove_rules(ink: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Subtract faint horizontal structures longer than the rule length (ruled lines).
+
+    The background of a row is the median, over blocks of ``rule_length`` image heights,
+    of the row's ink after a 3-row vertical max (so that thin, slightly tilted and broken
+    rules still cover most of a block); handwriting covers far less than half of a
+    row block, so only rules (and dense writing, recognised by its thickness) give a
+    non-zero median.
+    """
+    h, w = ink.shape
+    length = int(max(25, cfg.rule_length * h))
+    if w < length or h < 3:
+        return ink
+    tall = ndimage.maximum_filter1d(ink, 3, axis=0)
+    thickness = 3 + int(cfg.rule_max_thickness * h)
+    bg = _block_row_medians(tall, length, np.float32(cfg.rule_max_ink), thickness)
+    if not bg.any():
+        return ink
+    return _subtract_background(ink, bg, length)
+
+
+@numba.njit(cache=True)
+def _block_row_medians(img, block, max_level, max_thickness):
+    """Median of each row within each block of columns (the rule background).
+
+    Medians above ``max_level`` are dark long strokes, not rules; bands of non-zero
+    medians thicker than ``max_thickness`` rows are dense writing, not rules: both -> 0.
+    """
+    h, w = img.shape
+    nb = (w + block - 1) // block
+    out = np.zeros((h, nb), np.float32)
+    for b in range(nb):
+        x0 = b * block
+        x1 = min(w, x0 + block)
+        if x1 - x0 < block // 2 and b > 0:  # short last block: same rules as its neighbour
+            out[:, b] = out[:, b - 1]
+            continue
+        for y in range(h):
+            m = np.median(img[y, x0:x1])
+            out[y, b] = m if m <= max_level else 0.0
+        y = 0
+        while y < h:
+            if out[y, b] > 0.0:
+                y1 = y
+                while y1 < h and out[y1, b] > 0.0:
+                    y1 += 1
+                if y1 - y > max_thickness:
+                    out[y:y1, b] = 0.0
+                y = y1
+            else:
+                y += 1
+    return out
+
+
+@numba.njit(cache=True)
+def _subtract_background(ink, bg, block):
+    """(ink - bg) / (1 - bg), clipped to [0, 1]: ink crossing a rule keeps its strength."""
+    h, w = ink.shape
+    out = np.empty((h, w), np.float32)
+    for y in range(h):
+        for x in range(w):
+            b = bg[y, x // block]
+            v = (ink[y, x] - b) / (1.0 - b) if b < 0.999 else 0.0
+            out[y, x] = 0.0 if v <= 0.0 else (1.0 if v >= 1.0 else v)
+    return out
+
+
+# --------------------------------------------------------------------------- slant
+
+
+_SPLAT_STEPS = 32  # sub-pixel resolution of the splatting kernel table
+_SPLAT_RADIUS = 2  # taps on each side of a pixel (sigma = 1 px: 2 sigma)
+
+
+def _splat_table(sigma: float = 1.0) -> np.ndarray:
+    """Gaussian weights of the taps c-R..c+R+1 for a pixel at c + q / STEPS."""
+    q = np.arange(_SPLAT_STEPS)[:, None] / _SPLAT_STEPS
+    k = np.arange(-_SPLAT_RADIUS, _SPLAT_RADIUS + 2)[None, :]
+    return np.exp(-0.5 * ((k - q) / sigma) ** 2)
+
+
+_SPLAT = _splat_table()
+
+
+@numba.njit(cache=True)
+def _projection_sharpness(ys, xs, ws, tans, ref_row, width, height, table):
+    """For each shear tan: sum of squared bins of the sheared pixels' projection.
+
+    Each pixel is splatted with a Gaussian (``table``, see ``_splat_table``) rather than
+    rounded or split linearly: both favour angles whose shifts are whole pixels.
+    """
+    n_ang = tans.size
+    steps, taps = table.shape
+    r = (taps - 2) // 2
+    out = np.zeros(n_ang, np.float64)
+    pad = int(math.ceil(height * max(abs(tans[0]), abs(tans[-1])))) + r + 2
+    bins = np.zeros(width + 2 * pad + 2, np.float64)
+    for a in range(n_ang):
+        t = tans[a]
+        bins[:] = 0.0
+        for i in range(ys.size):
+            xf = xs[i] - (ref_row - ys[i]) * t + pad
+            c = int(xf)  # xf > 0
+            q = int((xf - c) * steps)
+            wi = ws[i]
+            for k in range(taps):
+                bins[c - r + k] += wi * table[q, k]
+        s = 0.0
+        for j in range(bins.size):
+            s += bins[j] * bins[j]
+        out[a] = s
+    return out
+
+
+def _ink_pixels(ink: np.ndarray, max_pixels: int):
+    """Coordinates and weights of the ink pixels (regularly decimated beyond ``max_pixels``)."""
+    ys, xs = np.nonzero(ink > 0.05)
+    if ys.size < 10:
+        return None
+    ws = ink[ys, xs].astype(np.float64)
+    if ys.size > max_pixels:  # only huge images: decimation adds noise to the criterion
+        step = ys.size // max_pixels + 1
+        ys, xs, ws = ys[::step], xs[::step], ws[::step]
+    return ys.astype(np.float64), xs.astype(np.float64), ws
+
+
+def _halve(ink: np.ndarray) -> np.ndarray:
+    """2x2 box downscale (the coarse search runs on a quarter of the pixels)."""
+    h, w = ink.shape[0] // 2, ink.shape[1] // 2
+    return ink[: 2 * h, : 2 * w].reshape(h, 2, w, 2).mean(axis=(1, 3))
+
+
+def _best_shear(ink, max_deg, coarse_step, fine_step, transpose, max_pixels):
+    """Angle (degrees) whose shear makes the projection of ``ink`` sharpest, or 0.
+
+    Rows are sheared (x - (ref - y) tan) and the columns projected, or with ``transpose``
+    the columns sheared and rows projected.  A coarse grid of ``coarse_step`` degrees is
+    searched on the half-resolution image when the line has many ink pixels (angles do
+    not change with an isotropic downscale), a fine grid around its best on the full
+    image, and a parabola through the fine maximum refines it.
+    """
+    h, w = ink.shape
+
+    def scores(img, degs):
+        pix = _ink_pixels(img, max_pixels)
+        if pix is None:
+            return None
+        ys, xs, ws = pix
+        ih, iw = img.shape
+        if transpose:
+            ys, xs, ih, iw = xs, ys, iw, ih
+        tans = np.tan(np.radians(degs))
+        return _projection_sharpness(ys, xs, ws, tans, ih / 2.0, iw, ih, _SPLAT)
+
+    coarse = np.linspace(-max_deg, max_deg, int(round(2 * max_deg / coarse_step)) + 1)
+    small = _halve(ink) if min(h, w) >= 16 and np.count_nonzero(ink > 0.05) > 4000 else ink
+    s = scores(small, coarse)
+    if s is None:
+        return 0.0
+    best = coarse[int(np.argmax(s))]
+    lo, hi = max(best - coarse_step, -max_deg), min(best + coarse_step, max_deg)
+    fine = np.linspace(lo, hi, max(3, int(round((hi - lo) / fine_step)) + 1))
+    s = scores(ink, fine)
+    i = int(np.argmax(s))
+    deg = float(fine[i])
+    if 0 < i < s.size - 1:
+        den = s[i - 1] - 2.0 * s[i] + s[i + 1]
+        if den < 0:
+            deg += 0.5 * (fine[1] - fine[0]) * (s[i - 1] - s[i + 1]) / den
+    return float(np.clip(deg, -max_deg, max_deg))
+
+
+def estimate_slant(ink: np.ndarray, max_deg: float = 45.0, max_pixels: int = 20000) -> float:
+    """Slant of the writing in degrees (positive = leaning right), 0 if undecidable.
+
+    The ink pixels are sheared by every angle of a coarse grid (4 degrees) and then a
+    fine one (1 degree) around the best; the angle whose vertical projection is
+    sharpest (largest sum of squared, ink-weighted column sums: long upright strokes
+    stack into few columns; each pixel splatted with a 1-px Gaussian) wins, refined by
+    a parabola.
+    """
+    ink = np.asarray(ink, dtype=np.float32)
+    if ink.ndim != 2 or ink.shape[0] < 3 or max_deg <= 0:
+        return 0.0
+    return _best_shear(ink, max_deg, 4.0, 1.0, False, max_pixels)
+
+
+def estimate_skew(ink: np.ndarray, max_deg: float = 5.0, max_pixels: int = 20000) -> float:
+    """Skew of the line in degrees (positive = the text rises to the right), 0 if undecidable.
+
+    Same criterion as :func:`estimate_slant` with rows and columns swapped: the vertical
+    shear that makes the horizontal projection sharpest.
+    """
+    ink = np.asarray(ink, dtype=np.float32)
+    if ink.ndim != 2 or ink.shape[1] < 3 or ink.shape[0] < 3 or max_deg <= 0:
+        return 0.0
+    return _best_shear(ink, max_deg, 1.0, 0.2, True, max_pixels)
+
+
+def deskew(ink: np.ndarray, deg: float, ref_col: float | None = None) -> np.ndarray:
+    """Shift columns vertically to undo a skew of ``deg`` degrees (see :func:`estimate_skew`)."""
+    ink = np.asarray(ink, dtype=np.float32)
+    if ref_col is None:
+        ref_col = (ink.shape[1] - 1) / 2.0
+    return np.ascontiguousarray(shear(np.ascontiguousarray(ink.T), -deg, ref_col).T)
+
+
+# --------------------------------------------------------------------------- shear
+
+
+def _shear_geometry(height: int, deg: float, ref_row: float):
+    """tan, left padding and output width offset of a shear by ``deg``."""
+    t = math.tan(math.radians(deg))
+    shifts = [(ref_row - 0) * t, (ref_row - (height - 1)) * t]
+    pad = max(0.0, -min(shifts))
+    extra = int(math.ceil(pad + max(0.0, max(shifts)))) + 1
+    return t, pad, extra
+
+
+@numba.njit(cache=True)
+def _shear_rows(ink, t, ref_row, pad, out_w):
+    """out[y, x + (ref_row - y) * t + pad] = ink[y, x], linear interpolation."""
+    h, w = ink.shape
+    out = np.zeros((h, out_w), np.float32)
+    for y in range(h):
+        s = (ref_row - y) * t + pad
+        si = int(math.floor(s))
+        f = s - si
+        for x in range(w):
+            v = ink[y, x]
+            if v == 0.0:
+                continue
+            xo = x + si
+            if 0 <= xo < out_w:
+                out[y, xo] += v * (1.0 - f)
+            if 0 <= xo + 1 < out_w:
+                out[y, xo + 1] += v * f
+    return out
+
+
+def shear(ink: np.ndarray, deg: float, ref_row: float | None = None) -> np.ndarray:
+    """Shear rows horizontally so that vertical strokes lean right by ``deg`` degrees.
+
+    Row ``ref_row`` (default: the middle row) stays in place up to the left padding that
+    keeps every pixel inside; the output is wider by about ``height * |tan(deg)|``.
+    ``shear(ink, -estimate_slant(ink))`` makes the writing upright.
+    """
+    ink = np.ascontiguousarray(ink, dtype=np.float32)
+    h, w = ink.shape
+    if ref_row is None:
+        ref_row = (h - 1) / 2.0
+    t, pad, extra = _shear_geometry(h, deg, ref_row)
+    return _shear_rows(ink, t, float(ref_row), pad, w + extra)
+
+
+# --------------------------------------------------------------------------- crop
+
+
+def crop_margins(ink: np.ndarray, threshold: float = 0.0):
+    """Remove empty border rows/columns -> (cropped, top, left); a blank image gives 1x1."""
+    cols = np.flatnonzero((ink > threshold).any(axis=0))
+    if cols.size == 0:
+        return np.zeros((1, 1), np.float32), 0, 0
+    rows = np.flatnonzero((ink[:, cols[0] : cols[-1] + 1] > threshold).any(axis=1))
+    top, left = int(rows[0]), int(cols[0])
+    return ink[top : rows[-1] + 1, left : cols[-1] + 1], top, left
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+@numba.njit(cache=True)
+def _row_runs(ink, threshold):
+    """Per row: number of ink runs (background->ink transitions) and ink sum."""
+    h, w = ink.shape
+    runs = np.zeros(h, np.float64)
+    mass = np.zeros(h, np.float64)
+    for y in range(h):
+        prev = False
+        for x in range(w):
+            v = ink[y, x]
+            mass[y] += v
+            cur = v > threshold
+            if cur and not prev:
+                runs[y] += 1.0
+            prev = cur
+    return runs, mass
+
+
+def estimate_baselines(ink: np.ndarray, fraction: float = 0.5) -> tuple[float, float]:
+    """Upper and lower baseline (rows; core zone = ``[upper, lower)``) of an upright line.
+
+    The profile is the number of ink runs crossing each row (robust to long horizontal
+    strokes and rules, unlike the ink sum), smoothed; the core zone is the band around
+    the profile's centre of mass where it stays above ``fraction`` of its peak value.
+    A blank image gives the middle third.
+    """
+    ink = np.asarray(ink, dtype=np.float32)
+    h = ink.shape[0]
+    if h < 3:
+        return 0.0, float(h)
+    runs, _ = _row_runs(np.ascontiguousarray(ink), 0.5)
+    if runs.sum() < 1:
+        return h / 3.0, 2.0 * h / 3.0
+    prof = ndimage.uniform_filter1d(runs, 3, mode="constant")
+    peak = int(np.argmax(prof))
+    thr = fraction * prof[peak]
+    up = peak
+    while up > 0 and prof[up - 1] >= thr:
+        up -= 1
+    lo = peak
+    while lo < h - 1 and prof[lo + 1] >= thr:
+        lo += 1
+    # sub-pixel edges: where the profile crosses the threshold
+    upper = up - _crossing(prof, up, up - 1, thr)
+    lower = lo + 1 + _crossing(prof, lo, lo + 1, thr)
+    upper = float(np.clip(upper, 0.0, h - 1.0))
+    lower = float(np.clip(lower, upper + 1.0, float(h)))
+    return upper, lower
+
+
+def _crossing(prof, inside: int, outside: int, thr: float) -> float:
+    """Fraction of a pixel beyond ``inside`` at which the profile reaches ``thr``."""
+    if outside < 0 or outside >= prof.size:
+        return 0.0
+    a, b = prof[inside], prof[outside]
+    if a <= b:
+        return 0.0
+    return float(np.clip((a - thr) / (a - b), 0.0, 1.0)) - 0.5
+
+
+# --------------------------------------------------------------------------- height normalisation
+
+
+def _resample_weights(edges: np.ndarray, n_src: int):
+    """Sparse weights mapping source pixels to output pixels with source ``edges``.
+
+    Output pixel i covers source interval ``[edges[i], edges[i+1])``: when that is at least
+    one pixel long its value is the area average (no aliasing when shrinking), otherwise
+    the linear interpolation at its centre (smooth when enlarging).  Sources outside the
+    image count as paper.  Returns CSR arrays (start (n_out+1,), index, weight).
+    """
+    return _resample_weights_kernel(np.asarray(edges, dtype=np.float64), n_src)
+
+
+@numba.njit(cache=True)
+def _resample_weights_kernel(edges, n_src):
+    n_out = edges.size - 1
+    cap = 4 * n_out + int(edges[-1] - edges[0]) + 4
+    start = np.zeros(n_out + 1, np.int64)
+    index = np.empty(cap, np.int64)
+    weight = np.empty(cap, np.float32)
+    k = 0
+    for i in range(n_out):
+        e0 = edges[i]
+        e1 = edges[i + 1]
+        length = e1 - e0
+        if length >= 1.0:
+            j = int(math.floor(e0))
+            while j < e1:
+                ov = min(e1, j + 1.0) - max(e0, float(j))
+                if ov > 0 and 0 <= j < n_src:
+                    if k >= index.size:
+                        index = np.concatenate((index, np.empty(index.size, np.int64)))
+                        weight = np.concatenate((weight, np.empty(weight.size, np.float32)))
+                    index[k] = j
+                    weight[k] = ov / length
+                    k += 1
+                j += 1
+        else:
+            c = 0.5 * (e0 + e1) - 0.5
+            j0 = int(math.floor(c))
+            f = c - j0
+            for j, wj in ((j0, 1.0 - f), (j0 + 1, f)):
+                if wj > 0 and 0 <= j < n_src:
+                    if k >= index.size:
+                        index = np.concatenate((index, np.empty(index.size, np.int64)))
+                        weight = np.concatenate((weight, np.empty(weight.size, np.float32)))
+                    index[k] = j
+                    weight[k] = wj
+                    k += 1
+        start[i + 1] = k
+    return start, index[:k], weight[:k]
+
+
+@numba.njit(cache=True)
+def _apply_rows(img, start, index, weight):
+    """Resample along axis 0 with CSR weights."""
+    n_out = start.size - 1
+    w = img.shape[1]
+    out = np.zeros((n_out, w), np.float32)
+    for i in range(n_out):
+        for k in range(start[i], start[i + 1]):
+            j = index[k]
+            wk = weight[k]
+            for x in range(w):
+                out[i, x] += wk * img[j, x]
+    return out
+
+
+@numba.njit(cache=True)
+def _apply_cols(img, start, index, weight):
+    """Resample along axis 1 with CSR weights."""
+    n_out = start.size - 1
+    h = img.shape[0]
+    out = np.zeros((h, n_out), np.float32)
+    for y in range(h):
+        for i in range(n_out):
+            acc = 0.0
+            for k in range(start[i], start[i + 1]):
+                acc += weight[k] * img[y, index[k]]
+            out[y, i] = min(acc, 1.0)
+    return out
+
+
+def normalize_height(
+    ink: np.ndarray, upper: float, lower: float, config: PreprocessConfig | None = None
+) -> tuple[np.ndarray, float]:
+    """Map ascender / core / descender zones to fixed heights -> (normalised ink, x scale).
+
+    The core zone ``[upper, lower)`` becomes ``config.core_height`` rows; the zones above and
+    below (their ink extent, bounded to ``min_zone_ratio``..``max_zone_ratio`` core heights,
+    ink further out is cut off) become ``ascender_height`` and ``descender_height`` rows.
+    The width is scaled by the core-zone scale (capped by ``max_width``).
+    """
+    cfg = config or PreprocessConfig()
+    ink = np.ascontiguousarray(ink, dtype=np.float32)
+    h, w = ink.shape
+    rows = np.flatnonzero(ink.any(axis=1))
+    top, bottom = (float(rows[0]), float(rows[-1] + 1)) if rows.size else (0.0, float(h))
+    core = max(float(lower) - float(upper), 1.0)
+    lower = float(upper) + core
+    asc = float(np.clip(upper - top, cfg.min_zone_ratio * core, cfg.max_zone_ratio * core))
+    desc = float(np.clip(bottom - lower, cfg.min_zone_ratio * core, cfg.max_zone_ratio * core))
+    a, c, d = cfg.ascender_height, cfg.core_height, cfg.descender_height
+    edges = np.concatenate(
+        [
+            np.linspace(upper - asc, upper, a + 1)[:-1],
+            np.linspace(upper, lower, c + 1)[:-1],
+            np.linspace(lower, lower + desc, d + 1),
+        ]
+    )
+    vertical = _apply_rows(ink, *_resample_weights(edges, h))
+    scale = c / core
+    scale = min(scale, cfg.max_width / max(w, 1))
+    out_w = max(1, int(round(w * scale)))
+    scale = out_w / w
+    x_edges = np.arange(out_w + 1, dtype=np.float64) / scale
+    return _apply_cols(vertical, *_resample_weights(x_edges, w)), scale
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def _core_centre_row(ink: np.ndarray) -> float:
+    """Row of the densest smoothed horizontal profile (about the core-zone centre)."""
+    prof = ink.sum(axis=1)
+    if prof.size >= 5:
+        prof = ndimage.uniform_filter1d(prof, 5, mode="constant")
+    return float(np.argmax(prof)) if prof.any() else (ink.shape[0] - 1) / 2.0
+
+
+def preprocess(gray, config: PreprocessConfig | None = None, keep_steps: bool = False) -> PreprocessedLine:
+    """Run the whole preprocessing on one line image (any gray/RGB(A)/16-bit array).
+
+    ``keep_steps=True`` stores the intermediate images in ``line.steps`` (for notebooks):
+    'gray', 'contrast', 'deskewed', 'deslanted', 'cropped' and the baselines found on
+    'cropped' as 'source_baselines'.
+    """
+    cfg = config or PreprocessConfig()
+    g = as_gray_uint8(gray)
+    steps: dict = {"gray": g} if keep_steps else {}
+    ink = enhance_contrast(g, cfg) if g.size else np.zeros((1, 1), np.float32)
+    if keep_steps:
+        steps["contrast"] = ink
+    skew = 0.0
+    if cfg.deskew and ink.shape[0] >= 3:
+        skew = estimate_skew(ink, cfg.max_skew_deg)
+        # keep the added height bounded on very long lines
+        max_tan = (4.0 * ink.shape[0] + 20.0) / max(ink.shape[1], 1)
+        skew = float(np.clip(skew, -math.degrees(math.atan(max_tan)), math.degrees(math.atan(max_tan))))
+        if abs(skew) > 0.05:
+            ink = deskew(ink, skew)
+    if keep_steps:
+        steps["deskewed"] = ink
+    slant, pad = 0.0, 0.0
+    if cfg.deslant and ink.shape[0] >= 3:
+        slant = estimate_slant(ink, cfg.max_slant_deg)
+        if abs(slant) > 0.05:
+            ref = _core_centre_row(ink)
+            _, pad, _ = _shear_geometry(ink.shape[0], -slant, ref)
+            ink = shear(ink, -slant, ref)
+    if keep_steps:
+        steps["deslanted"] = ink
+    left = 0
+    if cfg.crop:
+        ink, _, left = crop_margins(ink, 0.0)
+    if keep_steps:
+        steps["cropped"] = ink
+    upper, lower = estimate_baselines(ink)
+    if keep_steps:
+        steps["source_baselines"] = (upper, lower)
+    x_offset = left - pad
+    if not ink.any():  # blank: a valid, empty, normalised line
+        h = cfg.height if cfg.normalize_height else ink.shape[0]
+        up, lo = (cfg.ascender_height, cfg.ascender_height + cfg.core_height) if cfg.normalize_height else (upper, lower)
+        return PreprocessedLine(np.zeros((h, 1), np.float32), float(up), float(lo), 0.0, 1.0, float(x_offset), steps)
+    x_scale = 1.0
+    if cfg.normalize_height:
+        ink, x_scale = normalize_height(ink, upper, lower, cfg)
+        upper = float(cfg.ascender_height)
+        lower = float(cfg.ascender_height + cfg.core_height)
+    return PreprocessedLine(
+        ink=np.ascontiguousarray(ink, dtype=np.float32),
+        upper_baseline=float(upper),
+        lower_baseline=float(lower),
+        slant_deg=float(slant),
+        x_scale=float(x_scale),
+        x_offset=float(x_offset),
+        steps=steps,
+    )
