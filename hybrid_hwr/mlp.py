@@ -513,10 +513,11 @@ class MlpEmission:
         self.log_priors_ = state_log_priors(y_train, S, self.prior_floor)
 
         train = self._frames(train_feats)
-        valid = self._frames(valid_feats) if valid_feats else train
         train_ids = np.flatnonzero(y_train >= 0)
-        valid_ids = np.flatnonzero(y_valid >= 0) if valid_feats else train_ids
-        if valid_feats and valid_ids.size == 0:
+        valid_ids = np.flatnonzero(y_valid >= 0)
+        if valid_ids.size:
+            valid = self._frames(valid_feats)
+        else:  # too few lines to hold any out: early stopping watches the training frames
             valid, y_valid, valid_ids = train, y_train, train_ids
         if train_ids.size == 0:
             raise HwrError("MLP training: no training frame has a target state")

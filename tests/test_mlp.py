@@ -254,6 +254,13 @@ def test_held_out_lines_and_warm_start(planted):
     assert [r["epoch"] for r in model.history_] == [1, 2, 3, 4]
 
 
+def test_too_few_lines_to_hold_out_validates_on_training_frames(planted):
+    (tf, ty), _ = planted
+    model = MlpEmission(context=1, **{**SMALL, "max_epochs": 3}).fit(tf[:3], ty[:3], n_states=6)
+    assert model.history_[0]["train_frames"] == sum(len(t) for t in ty[:3])
+    assert np.isfinite(model.log_likelihoods(tf[0])).all()
+
+
 def test_bad_training_input_gives_clear_errors(planted):
     (tf, ty), (vf, vy) = planted
     with pytest.raises(HwrError, match="frames but targets"):
@@ -266,3 +273,35 @@ def test_bad_training_input_gives_clear_errors(planted):
     bad[1][0, 0] = np.inf
     with pytest.raises(HwrError, match="NaN or infinite"):
         MlpEmission(**SMALL).fit(bad, ty, vf, vy)
+
+
+def test_model_directory_holding_an_mlp_loads_and_rejects_corruption(tmp_path):
+    from hybrid_hwr.data import Alphabet
+    from hybrid_hwr.features import FrontEnd, Normalizer
+    from hybrid_hwr.hmm import HmmTopology, Transitions
+    from hybrid_hwr.model import MODEL_FILE, HwrModel, load_model, save_model
+
+    rng = np.random.default_rng(4)
+    alphabet = Alphabet.from_texts(["ab a"])
+    topology = HmmTopology(alphabet.symbols, n_states=2)
+    feats = [rng.normal(size=(30, 56)).astype(np.float32) for _ in range(4)]
+    targets = [rng.integers(0, topology.n_emitting, size=30) for _ in feats]
+    mlp = MlpEmission(hidden_layers=(8,), context=1, max_epochs=2).fit(feats, targets, n_states=topology.n_emitting)
+    model = HwrModel(alphabet, FrontEnd(), Normalizer().fit(feats), topology, Transitions(topology), mlp)
+
+    save_model(model, tmp_path / "good")
+    loaded = load_model(tmp_path / "good")
+    assert loaded.emission_type == "mlp"
+    np.testing.assert_array_equal(loaded.log_likelihoods(feats[0]), mlp.log_likelihoods(feats[0]))
+
+    mlp.weights_[0][0, 0] = np.nan  # saved as is: loading must refuse it
+    save_model(model, tmp_path / "nan")
+    with pytest.raises(HwrError, match="weights_0.*NaN") as error:
+        load_model(tmp_path / "nan")
+    assert "\n" not in str(error.value)
+
+    description = json.loads((tmp_path / "good" / MODEL_FILE).read_text())
+    description["emission_meta"]["layer_sizes"][1] = 9
+    (tmp_path / "good" / MODEL_FILE).write_text(json.dumps(description))
+    with pytest.raises(HwrError, match="layer sizes"):
+        load_model(tmp_path / "good")
