@@ -1,26 +1,86 @@
-"""Recognition of line images: emission scores -> Viterbi search -> words, spans and scores.
+"""Recognition of line images: emission scores -> beam search -> words, spans, scores, n-best.
 
-Character-loop decoding (no lexicon, no language model) searches the loop graph of
-:func:`hybrid_hwr.hmm.build_loop_graph`, every character model free to follow any
-other. Its score is
+One search (:mod:`hybrid_hwr.search`, token passing over a prefix tree) serves every mode:
 
-    score(w) = log p(x | w) - char_penalty * |w|  (+ the uniform symbol prior -log K per symbol)
+=====================  ==================================  ===========================
+mode                   "words" of the search               language model
+=====================  ==================================  ===========================
+character loop         every symbol, the space included    none (uniform symbol prior)
+character LM           every symbol, the space included    character n-gram (``char_lm``)
+lexicon                lexicon words, optional space       none, or word n-gram (``lm``)
+open vocabulary        lexicon words + spelled unknowns    word n-gram + character n-gram
+=====================  ==================================  ===========================
 
-``char_penalty`` is the character insertion penalty: larger values give fewer, longer
-characters. The space model also covers blank margins, so leading/trailing spaces are
-dropped and runs of spaces collapse to one.
+The score of a word sequence ``W = w_1 .. w_n`` (natural log), maximised by the search::
+
+    score(W) = log p(x | W)  +  lm_weight * log P_LM(W)  +  word_penalty * |W|
+               (+ unk_penalty * #out-of-lexicon words)
+
+* ``log p(x | W)``: the Viterbi score of the best state path through the line model of
+  ``W`` -- emission log-likelihoods plus HMM transitions, including the optional-model
+  terms of :func:`hybrid_hwr.hmm.build_line_graph` (``log space_prob`` or
+  ``log(1 - space_prob)`` between words, ``log blank_prob`` or ``log(1 - blank_prob)``
+  at each line end).  It is what ``align.viterbi`` gives on ``build_line_graph`` of
+  ``" ".join(W)``: the decoder's best score equals the brute-force maximum over ``W``.
+* ``log P_LM(W)``: KenLM's natural-log probability of ``<s> w_1 .. w_n </s>`` (an
+  out-of-lexicon word ``v`` counts as ``log P(<unk> | history) + log P_char(v <sp> | <sp>)``
+  under the character LM).  No LM: 0.
+* knobs: ``lm_weight`` (>= 0), ``word_penalty`` (added per word: negative values give
+  fewer words), ``beam`` (tokens more than ``beam`` below the frame's best are pruned),
+  ``max_active`` (at most that many tokens per frame), ``nbest`` (length of the n-best
+  list), ``unk_penalty`` (None: strict lexicon), ``char_penalty`` (lexicon-free modes).
+
+Lexicon-free modes: the "words" are the characters, and the per-word term becomes
+``-char_penalty`` per character, plus the uniform symbol prior ``-log K`` in the
+character loop without LM (so the character loop is exactly
+:func:`hybrid_hwr.hmm.build_loop_graph` decoded by ``align.viterbi``).  With a
+character LM, optional blanks at the line ends are allowed (the space symbol inside the
+line is the LM's ``<sp>``).  The space model covers blank margins, so leading/trailing
+spaces are dropped and runs of spaces collapse to one.
+
+Output (:class:`Hypothesis`): text (lexicon words joined by single spaces: the
+tokeniser's form, e.g. ``Mr . Foot``), total score, its optical and LM parts
+(``score = optical_score + lm_weight * lm_score + penalties``), words with their frames
+and pixels, an n-best list (sorted, distinct texts) and a confidence per word.
+A line with no frames, or too few frames for any word sequence, gives the empty result
+``text == ""``, ``score == -inf``, no words, empty n-best list.
+
+N-best lists come from a word lattice: every word end the search recorded is an arc
+from the frame where its predecessor ended, carrying the optical score it had there
+(the word-pair approximation: a word's segment score is taken from its best recorded
+predecessor ending at the same frame).  The lattice is pruned around the best path
+and searched for the ``n`` best distinct word sequences with the exact LM.  Every entry
+is the score of a real path of its word sequence, so entries may score lower than the
+sequence's own best path, never higher; the first entry is the search's best.  A word's
+confidence is the posterior mass (softmax of the n-best scores) of the entries that hold
+the same word over overlapping frames; with ``nbest=1`` a list of
+``CONFIDENCE_NBEST`` entries is still computed for it.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from .align import path_units, viterbi
 from .data import normalize_text
-from .hmm import build_loop_graph
+from .errors import HwrError
+from .lexicon import PrefixTree, build_prefix_tree, describe_rejected, lexicon_tree, load_lexicon
 from .model import HwrModel
+from .search import (R_UNK_CHAR, R_UNK_WORD, R_WORD, TokenSearch, build_network,
+                     lattice_backward)
+
+__all__ = ["WordBox", "Alternative", "Hypothesis", "Recognizer", "frames_to_pixels", "words_from_units",
+           "read_emissions", "DEFAULT_BEAM", "DEFAULT_MAX_ACTIVE"]
+
+DEFAULT_BEAM = 250.0
+DEFAULT_MAX_ACTIVE = 5000
+CONFIDENCE_NBEST = 10
+LATTICE_BEAM = 50.0
 
 
 @dataclass
@@ -32,23 +92,45 @@ class WordBox:
     last_frame: int
     x_start: float = float("nan")
     x_end: float = float("nan")
+    confidence: float = 1.0
+
+
+@dataclass
+class Alternative:
+    """One entry of an n-best list."""
+
+    text: str
+    score: float
+    optical_score: float
+    lm_score: float
+
+
+def _json_float(x):
+    return float(x) if np.isfinite(x) else None
 
 
 @dataclass
 class Hypothesis:
-    """Result of decoding one line."""
+    """Result of decoding one line (scores in natural log; see the module docstring)."""
 
     text: str
-    score: float            # total search score (natural log)
-    optical_score: float    # log p(x | w) along the best path
-    lm_score: float = 0.0
+    score: float            # total search score
+    optical_score: float    # log p(x | W) along the best path
+    lm_score: float = 0.0   # log P_LM(W), unweighted
     n_frames: int = 0
     words: list = field(default_factory=list)
+    nbest: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "score": self.score, "optical_score": self.optical_score,
-                "lm_score": self.lm_score, "n_frames": self.n_frames,
-                "words": [vars(w) for w in self.words]}
+        """JSON-safe form (non-finite scores become None)."""
+        return {"text": self.text, "score": _json_float(self.score),
+                "optical_score": _json_float(self.optical_score), "lm_score": _json_float(self.lm_score),
+                "n_frames": self.n_frames,
+                "words": [{k: (_json_float(v) if isinstance(v, float) else v) for k, v in vars(w).items()}
+                          for w in self.words],
+                "nbest": [{"text": a.text, "score": _json_float(a.score),
+                           "optical_score": _json_float(a.optical_score), "lm_score": _json_float(a.lm_score)}
+                          for a in self.nbest]}
 
 
 def frames_to_pixels(model: HwrModel, preprocessed, n_frames: int, first: int, last: int):
@@ -63,7 +145,7 @@ def frames_to_pixels(model: HwrModel, preprocessed, n_frames: int, first: int, l
 
 
 def words_from_units(units, symbols, space_id: int) -> list[WordBox]:
-    """Group consecutive non-space model visits into words."""
+    """Group consecutive non-space model visits (``.symbol``, frames) into words."""
     words, current = [], []
     for unit in list(units) + [None]:
         if unit is None or unit.symbol == space_id:
@@ -76,34 +158,365 @@ def words_from_units(units, symbols, space_id: int) -> list[WordBox]:
     return words
 
 
+# ----------------------------------------------------------------------------- inputs
+
+def _load_lm_arg(value, what):
+    from .lm import load_lm
+
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        return load_lm(value)
+    if hasattr(value, "BaseScore"):
+        return value
+    raise HwrError(f"{what}: expected a path or a kenlm.Model, got {type(value).__name__}")
+
+
+def _lexicon_words(value) -> list[str]:
+    if isinstance(value, (str, os.PathLike)):
+        return load_lexicon(value)
+    words = [str(w) for w in value]
+    if not words:
+        raise HwrError("empty lexicon (no words)")
+    for w in words:
+        if not w or any(ch.isspace() for ch in w):
+            raise HwrError(f"lexicon: a word holds no whitespace, got {w!r}")
+    return list(dict.fromkeys(words))
+
+
+class _NoLm:
+    """Scorer of the empty LM: every token has probability 1, one state."""
+
+    BOS = 0
+
+    def score(self, state, token):
+        return 0.0, 0
+
+    def end_score(self, state):
+        return 0.0
+
+
+@dataclass
+class _Item:
+    """A word (or character) of a hypothesis."""
+
+    text: str
+    token: int      # word id (lexicon modes), symbol id (character modes), -1 out-of-lexicon
+    start: int
+    end: int
+
+
+# ----------------------------------------------------------------------------- recognizer
+
 class Recognizer:
     """Decodes lines with a trained model; build once, call per line.
 
     Parameters
     ----------
     model : HwrModel
+    lexicon : path of a lexicon file, or a sequence of words, or None
+        None: lexicon-free decoding (character loop, or character LM if ``char_lm``).
+        Words whose characters are outside the model's alphabet are left out and
+        reported in ``rejected_words`` / ``lexicon_message``.
+    lm : path of an ARPA (.arpa, .arpa.gz) or binary KenLM model, or a kenlm.Model
+        Word n-gram over the lexicon's words (needs ``lexicon``).
+    lm_weight, word_penalty, beam, max_active, nbest, unk_penalty
+        The knobs of the score formula in the module docstring.
     char_penalty : float
-        Character insertion penalty of the loop graph (see the module docstring).
+        Character insertion penalty of the lexicon-free modes (positive: fewer characters).
+    char_lm : path or kenlm.Model
+        Character n-gram (tokens from ``text.char_tokens``): the LM of lexicon-free
+        decoding, or the speller of out-of-lexicon words when ``unk_penalty`` is set.
     """
 
-    def __init__(self, model: HwrModel, char_penalty: float = 0.0):
+    def __init__(self, model: HwrModel, lexicon=None, lm=None, lm_weight: float = 1.0,
+                 word_penalty: float = 0.0, beam: float = DEFAULT_BEAM, max_active: int = DEFAULT_MAX_ACTIVE,
+                 nbest: int = 1, char_penalty: float = 0.0, unk_penalty: float | None = None, char_lm=None):
+        from .lm import LmScorer, char_lm_symbols, check_vocabulary
+
         self.model = model
+        self.lm_weight = float(lm_weight)
+        self.word_penalty = float(word_penalty)
+        self.beam = float(beam)
+        self.max_active = int(max_active)
+        self.nbest = int(nbest)
         self.char_penalty = float(char_penalty)
-        self.graph = build_loop_graph(model.topology, model.transitions, char_penalty=self.char_penalty)
+        self.unk_penalty = None if unk_penalty is None else float(unk_penalty)
+        if not (math.isfinite(self.lm_weight) and self.lm_weight >= 0):
+            raise HwrError(f"LM weight must be a finite number >= 0, got {lm_weight}")
+        for name, v in (("word penalty", self.word_penalty), ("character penalty", self.char_penalty)):
+            if not math.isfinite(v):
+                raise HwrError(f"{name} must be finite, got {v}")
+        if not self.beam > 0:
+            raise HwrError(f"beam must be > 0, got {beam}")
+        if self.max_active < 1 or self.nbest < 1:
+            raise HwrError("max_active and nbest must be >= 1")
+        if self.unk_penalty is not None and not math.isfinite(self.unk_penalty):
+            raise HwrError(f"unk penalty must be finite, got {unk_penalty}")
+        if lm is not None and lexicon is None:
+            raise HwrError("a word language model needs a lexicon")
+        if self.unk_penalty is not None and (lexicon is None or char_lm is None):
+            raise HwrError("out-of-lexicon words (unk_penalty) need a lexicon and a character LM")
+
+        topology, transitions = model.topology, model.transitions
+        symbols = list(model.alphabet.symbols)
+        K = len(symbols)
+        space = topology.space_id
+        self.rejected_words: dict = {}
+        self.lexicon_message: str | None = None
+        self.lm_model = _load_lm_arg(lm, "lm")
+        self.char_lm_model = _load_lm_arg(char_lm, "char_lm")
+        char_tokens = char_lm_symbols(symbols)
+        if space < 0:
+            char_tokens.append("<sp>")
+        self._sp_token = space if space >= 0 else K
+
+        if lexicon is None:
+            self.mode = "char-lm" if self.char_lm_model is not None else "char"
+            tree = build_prefix_tree([[k] for k in range(K)])
+            self.words = symbols
+            flags = dict(word_gaps=False, line_blanks=self.mode == "char-lm", allow_empty=self.mode == "char-lm")
+            self._penalty = -self.char_penalty - (math.log(K) if self.mode == "char" else 0.0)
+            word_lm = self.char_lm_model
+            lm_tokens = char_tokens
+            unk_symbols = ()
+        else:
+            self.mode = "lexicon"
+            all_words = _lexicon_words(lexicon)
+            tree, self.words, self.rejected_words = lexicon_tree(all_words, model.alphabet)
+            if self.rejected_words:
+                self.lexicon_message = describe_rejected(self.rejected_words, len(all_words))
+            flags = dict(word_gaps=True, line_blanks=True, allow_empty=True)
+            self._penalty = self.word_penalty
+            word_lm = self.lm_model
+            lm_tokens = self.words
+            if word_lm is not None:
+                check_vocabulary(word_lm, self.words, str(lm))
+            unk_symbols = [k for k in range(K) if k != space] if self.unk_penalty is not None else ()
+        self.tree: PrefixTree = tree
+        # the LM is left out of the search when its weight is 0 (scores unchanged, fewer tokens)
+        self.scorer = LmScorer(word_lm, lm_tokens) if word_lm is not None else None
+        search_scorer = self.scorer if (self.scorer is not None and (self.lm_weight > 0 or unk_symbols)) else None
+        self.char_scorer = None
+        unk_start = 0
+        if unk_symbols:
+            self.char_scorer = LmScorer(self.char_lm_model, char_tokens)
+            unk_start = self.char_scorer.score(self.char_scorer.NULL, self._sp_token)[1]
+        self._unk_start = unk_start
+        net, unit_ids = build_network(topology, transitions, tree, unk_symbols=unk_symbols, **flags)
+        self.search = TokenSearch(
+            net, unit_ids, lm_weight=self.lm_weight, word_penalty=self._penalty, beam=self.beam,
+            max_active=self.max_active, space_prob=transitions.space_prob, blank_prob=transitions.blank_prob,
+            word_scorer=search_scorer, n_words=len(lm_tokens), char_scorer=self.char_scorer,
+            n_chars=len(char_tokens), unk_penalty=self.unk_penalty or 0.0, unk_start_state=unk_start,
+            unk_end_token=self._sp_token, **flags)
+        self._lm_scorer = self.scorer if self.scorer is not None else _NoLm()
+        self._spell_cache: dict = {}
+
+    # ------------------------------------------------------------------ scoring helpers
+
+    def _spelling_logp(self, spelling: str) -> float:
+        """ln P_char(spelling <sp> | <sp>) of an out-of-lexicon word."""
+        hit = self._spell_cache.get(spelling)
+        if hit is None:
+            index = self.model.alphabet
+            state, hit = self._unk_start, 0.0
+            for ch in spelling:
+                lp, state = self.char_scorer.score(state, index.index(ch))
+                hit += lp
+            hit += self.char_scorer.score(state, self._sp_token)[0]
+            self._spell_cache[spelling] = hit
+        return hit
+
+    def _lm_logp(self, items) -> float:
+        """Exact log P_LM of a hypothesis (0 without LM)."""
+        scorer = self._lm_scorer
+        state, total = scorer.BOS, 0.0
+        for it in items:
+            lp, state = scorer.score(state, it.token)
+            total += lp
+            if it.token == -1:
+                total += self._spelling_logp(it.text)
+        return total + scorer.end_score(state)
+
+    def _alternative(self, items, score) -> Alternative:
+        lm = self._lm_logp(items)
+        n_unk = sum(1 for it in items if it.token == -1)
+        optical = score - self.lm_weight * lm - self._penalty * len(items) - (self.unk_penalty or 0.0) * n_unk
+        return Alternative(self._text(items), float(score), float(optical), float(lm))
+
+    def _text(self, items) -> str:
+        if self.mode == "lexicon":
+            return " ".join(it.text for it in items)
+        return normalize_text("".join(it.text for it in items))
+
+    def _word_boxes(self, items) -> list[WordBox]:
+        if self.mode == "lexicon":
+            return [WordBox(it.text, it.start, it.end) for it in items]
+        space = self.model.topology.space_id
+        units = [_Unit(it.token, it.start, it.end) for it in items]
+        return words_from_units(units, self.model.alphabet.symbols, space)
+
+    # ------------------------------------------------------------------ results
+
+    def _unk_item(self, rec, r):
+        """(item, word-level predecessor) of out-of-lexicon word record ``r``."""
+        end = int(rec.end[r])
+        p = int(rec.prev[r])
+        letters, start = [], end
+        while p >= 0 and rec.kind[p] == R_UNK_CHAR:
+            letters.append(self.model.alphabet.symbols[int(self.search.net.unk_tok[int(rec.token[p])])])
+            start = int(rec.start[p])
+            p = int(rec.prev[p])
+        return _Item("".join(reversed(letters)), -1, start, end), p
+
+    def _record_items(self, rec, r) -> list[_Item]:
+        """Words of the record chain ending at record ``r``."""
+        items = []
+        while r >= 0:
+            if rec.kind[r] == R_WORD:
+                w = int(rec.token[r])
+                items.append(_Item(self.words[w], w, int(rec.start[r]), int(rec.end[r])))
+                r = int(rec.prev[r])
+            else:
+                item, r = self._unk_item(rec, r)
+                items.append(item)
+        return items[::-1]
+
+    def _word_level(self, rec):
+        """Word-level record ids, their word-level predecessors, and the out-of-lexicon items."""
+        ids = np.flatnonzero((rec.kind == R_WORD) | (rec.kind == R_UNK_WORD))
+        pred = rec.prev.astype(np.int64).copy()
+        unk_items = {}
+        for r in ids[rec.kind[ids] == R_UNK_WORD].tolist():
+            unk_items[r], pred[r] = self._unk_item(rec, r)
+        return ids, pred, unk_items
+
+    def _nbest(self, out, n: int):
+        """(score, items) of up to ``n`` best distinct hypotheses from the search's records."""
+        rec, fin = out.records, out.finals
+        lmw = self.lm_weight
+        ids, pred, unk_items = self._word_level(rec)
+        if len(ids) == 0 and len(fin.score) == 0:
+            return []
+        # arcs: word-level record r from boundary end[pred[r]] (-1 at the line start) to end[r]
+        pr = pred[ids]
+        b = np.where(pr >= 0, rec.end[np.maximum(pr, 0)], -1).astype(np.int64)
+        prev_score = np.where(pr >= 0, rec.score[np.maximum(pr, 0)], 0.0)
+        gain = rec.score[ids] - prev_score                     # score added by the arc as recorded
+        T = out.n_frames
+        # trailing part after the last word (finals), per end frame
+        tail = np.full(T + 1, -np.inf)
+        fr = fin.rec.astype(np.int64)
+        f_end = np.where(fr >= 0, rec.end[np.maximum(fr, 0)], -1)
+        # finals hold lm_weight * ln p(</s> | state) as recorded; the DP adds its own
+        eos = np.array([self._lm_scorer.end_score(int(s)) for s in fin.lm_state]) if lmw > 0 else 0.0
+        f_gain = fin.score - np.where(fr >= 0, rec.score[np.maximum(fr, 0)], 0.0) - lmw * eos
+        np.maximum.at(tail, f_end + 1, f_gain)
+        best_total = float(fin.score.max()) if len(fin.score) else -np.inf
+        # forward best per boundary (recorded scores), backward best completion, then prune
+        alpha = np.full(T + 1, -np.inf)
+        alpha[0] = 0.0
+        np.maximum.at(alpha, rec.end[ids].astype(np.int64) + 1, rec.score[ids])
+        order = np.argsort(-b, kind="stable")
+        beta = lattice_backward(b[order] + 1, rec.end[ids][order].astype(np.int64) + 1, gain[order], tail.copy())
+        keep = alpha[b + 1] + gain + beta[rec.end[ids].astype(np.int64) + 1] >= best_total - LATTICE_BEAM
+        # tails pruned the same way
+        tail_keep = alpha + tail >= best_total - LATTICE_BEAM
+        ids, b, gain = ids[keep], b[keep], gain[keep]
+        pr = pr[keep]
+        # optical part of each arc = recorded gain minus its recorded LM / penalty terms
+        lm_rec = rec.lmlp[ids].copy()
+        is_unk = rec.kind[ids] == R_UNK_WORD
+        extra = np.zeros(len(ids))
+        for j in np.flatnonzero(is_unk).tolist():
+            extra[j] = self._spelling_logp(unk_items[int(ids[j])].text)
+        sigma = gain - lmw * (lm_rec + extra) - self._penalty - np.where(is_unk, self.unk_penalty or 0.0, 0.0)
+        # arcs grouped by start boundary; duplicates (same span and word) keep the best sigma
+        arcs = {}
+        for j in range(len(ids)):
+            r = int(ids[j])
+            item = unk_items[r] if is_unk[j] else _Item(self.words[int(rec.token[r])], int(rec.token[r]),
+                                                        int(rec.start[r]), int(rec.end[r]))
+            key = (int(b[j]), item.end, item.token, item.text)
+            old = arcs.get(key)
+            if old is None or sigma[j] > old[0]:
+                arcs[key] = (float(sigma[j]), float(extra[j]), bool(is_unk[j]), item)
+        by_start: dict = {}
+        for (start_b, end, _, _), arc in arcs.items():
+            by_start.setdefault(start_b, []).append((end, arc))
+        scorer = self._lm_scorer
+        width = 2 * n
+        pending = {-1: [(0.0, scorer.BOS, ())]}
+        finals = []
+        for node in sorted(set(pending) | set(by_start) | {int(t) - 1 for t in np.flatnonzero(tail_keep)}):
+            hyps = pending.pop(node, None)
+            if not hyps:
+                continue
+            hyps.sort(key=lambda h: -h[0])
+            seen, top = set(), []
+            for h in hyps:
+                key = tuple((it.token, it.text) for it in h[2])
+                if key not in seen:
+                    seen.add(key)
+                    top.append(h)
+                    if len(top) == width:
+                        break
+            if tail_keep[node + 1] and np.isfinite(tail[node + 1]):
+                for score, state, items in top:
+                    finals.append((score + tail[node + 1] + lmw * scorer.end_score(state), items))
+            for end, (sig, extra_lp, unk, item) in by_start.get(node, ()):
+                for score, state, items in top:
+                    lp, nxt = scorer.score(state, item.token)
+                    total = score + sig + lmw * (lp + extra_lp) + self._penalty + (self.unk_penalty if unk else 0.0)
+                    pending.setdefault(end, []).append((total, nxt, items + (item,)))
+        return finals
+
+    def _result(self, out, loglik_frames: int) -> Hypothesis:
+        fin = out.finals
+        if len(fin.score) == 0 or not np.isfinite(fin.score.max()):
+            return Hypothesis("", -math.inf, -math.inf, 0.0, n_frames=loglik_frames)
+        i = int(np.argmax(fin.score))
+        best_items = self._record_items(out.records, int(fin.rec[i]))
+        best = (float(fin.score[i]), best_items)
+        candidates = [best] + self._nbest(out, max(self.nbest, CONFIDENCE_NBEST))
+        candidates.sort(key=lambda c: -c[0])
+        alternatives, spans, seen = [], [], set()
+        for score, items in candidates:
+            alt = self._alternative(list(items), score)
+            if alt.text in seen:
+                continue
+            seen.add(alt.text)
+            alternatives.append(alt)
+            spans.append(self._word_boxes(list(items)))
+            if len(alternatives) == max(self.nbest, CONFIDENCE_NBEST):
+                break
+        top = alternatives[0]
+        words = spans[0]
+        scores = np.array([a.score for a in alternatives])
+        post = np.exp(scores - scores.max())
+        post /= post.sum()
+        for w in words:
+            w.confidence = float(sum(p for p, boxes in zip(post, spans)
+                                     if any(o.text == w.text and o.first_frame <= w.last_frame
+                                            and w.first_frame <= o.last_frame for o in boxes)))
+        return Hypothesis(top.text, top.score, top.optical_score, top.lm_score, n_frames=loglik_frames,
+                          words=words, nbest=alternatives[:self.nbest])
+
+    # ------------------------------------------------------------------ public
 
     def decode_loglik(self, loglik: np.ndarray) -> Hypothesis:
-        """Best character sequence for an emission matrix (frames x states, natural log)."""
+        """Best word sequence for an emission matrix (frames x states, natural log)."""
         loglik = np.asarray(loglik, dtype=np.float64)
-        score, path, arcs = viterbi(loglik, self.graph, return_arcs=True)
-        if len(path) == 0:
-            return Hypothesis("", float(score), float("-inf"), n_frames=len(loglik))
-        units = path_units(path, self.graph, arcs)
-        optical = float(loglik[np.arange(len(path)), self.graph.emit_state[path]].sum())
-        symbols = self.model.alphabet.symbols
-        space_id = self.model.topology.space_id
-        words = words_from_units(units, symbols, space_id)
-        text = normalize_text(" ".join(w.text for w in words))
-        return Hypothesis(text, float(score), optical, n_frames=len(loglik), words=words)
+        S = self.model.topology.n_emitting
+        if loglik.ndim != 2 or loglik.shape[1] != S:
+            raise HwrError(f"emission scores must have shape (frames, {S}), got {loglik.shape}")
+        if len(loglik) == 0:
+            return Hypothesis("", -math.inf, -math.inf, 0.0, n_frames=0)
+        if not np.all(np.isfinite(loglik)):
+            # NaN means "no evidence this state fits": impossible, never propagated
+            loglik = np.nan_to_num(loglik, nan=-np.inf, posinf=1e30, neginf=-np.inf)
+        return self._result(self.search.run(loglik), len(loglik))
 
     def decode_features(self, feats: np.ndarray) -> Hypothesis:
         """Decode normalised features (T, D)."""
@@ -117,3 +530,53 @@ class Recognizer:
             word.x_start, word.x_end = frames_to_pixels(self.model, preprocessed, len(feats),
                                                         word.first_frame, word.last_frame)
         return hyp
+
+    def decode_emissions(self, path):
+        """``(line id, Hypothesis)`` for every matrix of an emissions file (:func:`read_emissions`)."""
+        for line_id, loglik in read_emissions(path, self.model.topology.n_emitting):
+            yield line_id, self.decode_loglik(loglik)
+
+
+@dataclass
+class _Unit:
+    symbol: int
+    first_frame: int
+    last_frame: int
+
+
+# ----------------------------------------------------------------------------- external emissions
+
+def read_emissions(path, n_states: int | None = None):
+    """Frame-by-state emission matrices from an ``.npz`` file, in file order.
+
+    Format: a NumPy ``.npz`` archive (``np.savez``/``np.savez_compressed``, no pickled
+    objects) holding one array per line, named by the line id, of shape ``(T, S)``:
+    ``T`` frames by the model's ``S`` emitting HMM states in the model's state order
+    (``HmmTopology.state_offset[k] + j`` is state ``j`` of symbol ``k``). Values are
+    natural-log emission scores, e.g. a GMM's log-likelihoods or a network's scaled
+    log-likelihoods ``log p(s | x) - prior_scale * log p(s)``; NaN counts as impossible.
+    A ``(0, S)`` array is a line with no frames (the empty result).
+    Yields ``(line id, float64 array)``; HwrError for a missing or unreadable file or a
+    badly shaped array.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HwrError(f"{path}: no such emissions file")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise HwrError(f"{path}: not a readable .npz emissions file ({exc})") from None
+    if not hasattr(npz, "files"):
+        raise HwrError(f"{path}: not an .npz archive (a single array; save one array per line id)")
+    with npz:
+        for name in npz.files:
+            try:
+                x = npz[name]
+            except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+                raise HwrError(f"{path}: array {name!r} is unreadable ({exc})") from None
+            if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
+                raise HwrError(f"{path}: array {name!r} must be a (frames, states) number matrix, got "
+                               f"shape {x.shape} dtype {x.dtype}")
+            if n_states is not None and x.shape[1] != n_states:
+                raise HwrError(f"{path}: array {name!r} has {x.shape[1]} states, the model has {n_states}")
+            yield name, x.astype(np.float64)

@@ -1,0 +1,830 @@
+"""Token-passing Viterbi beam search over a lexicon prefix tree (numba kernel + driver).
+
+The search network
+------------------
+Every node of a :class:`hybrid_hwr.lexicon.PrefixTree` (except the root) is one
+character HMM: the left-to-right emitting states of its symbol in the
+:class:`~hybrid_hwr.hmm.HmmTopology`.  Leaving the last state of a node enters the
+first state of each child; at a node where words end, each word ends there too.
+Besides the tree the network holds copies of the space model (units):
+
+* ``BLANK_START``: optional leading blank (entered with ``blank_prob``, else skipped);
+* ``SPACE``: optional space between words (``space_prob``), when ``word_gaps``;
+* ``BLANK_END``: optional trailing blank (``blank_prob``);
+* ``EMPTY``: the blank-only line (no word), when ``allow_empty``;
+* ``UNK``: one unit per symbol for out-of-lexicon words spelled by a character LM.
+
+These are exactly the conventions of :func:`hybrid_hwr.hmm.build_line_graph`, so the
+search score of a word sequence ``W`` along a path equals the score of the same path in
+the line graph of ``" ".join(W)``.  A lexicon of single characters with no optional
+units is the character loop of :func:`hybrid_hwr.hmm.build_loop_graph`.
+
+Tokens and language-model states
+--------------------------------
+A token is ``(network state, LM state, char-LM state)`` with a score, a back-pointer to
+a *record* (one per word end, or per character of an out-of-lexicon word) and the
+frame where its current word started.  Tokens with the same key recombine (Viterbi):
+the LM state determines every future LM score, so recombination is exact.
+
+The kernel never calls Python: word-end LM transitions are read from open-addressing
+hash tables ``(LM state, token) -> (ln p, next LM state)`` and an end-of-sentence
+array.  When a frame needs an entry the table lacks, the kernel collects the missing
+keys, rolls the frame back and returns; the driver asks the cached
+:class:`hybrid_hwr.lm.LmScorer` for exactly those ``(state, word)`` pairs, fills the
+table and resumes at that frame.  Python work is therefore per distinct
+``(LM state, word)`` pair ever met (the tables persist across lines), never per frame.
+
+Pruning, at every frame after the emission scores are added: tokens more than
+``beam`` below the frame's best are dropped (also on the fly while expanding), then
+if more than ``max_active`` remain, a histogram of scores gives the cut that keeps at
+most ``max_active`` (the best bin is always kept).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+import numba
+import numpy as np
+
+from .errors import HwrError
+
+NEG_INF = -np.inf
+
+# unit kinds
+K_ROOT, K_TREE, K_BLANK_START, K_SPACE, K_BLANK_END, K_EMPTY, K_UNK = 0, 1, 2, 3, 4, 5, 6
+# record kinds
+R_WORD, R_UNK_CHAR, R_UNK_WORD = 0, 1, 2
+# kernel statuses
+S_DONE, S_NEED_LM, S_GROW_TOKENS, S_GROW_RECORDS = 0, 1, 2, 3
+# missing-entry kinds
+M_WORD, M_CHAR, M_EOS = 0, 1, 2
+
+# float parameters
+F_LM_WEIGHT, F_WORD_PENALTY, F_BEAM, F_SPACE_ENTER, F_SPACE_SKIP, F_BLANK_ENTER, F_BLANK_SKIP, \
+    F_UNK_PENALTY = range(8)
+N_FPARAMS = 8
+# int parameters
+(I_MAX_ACTIVE, I_HAS_LM, I_HAS_UNK, I_WORD_GAPS, I_LINE_BLANKS, I_ALLOW_EMPTY, I_BOS, I_UNK_START,
+ I_UNK_END_TOK, I_N_WTOK, I_N_CTOK, I_U_BLANK_START, I_U_SPACE, I_U_BLANK_END, I_U_EMPTY) = range(15)
+N_IPARAMS = 15
+# counters shared by driver and kernel
+C_ACTIVE, C_RECORDS, C_MISSING, C_FINALS, C_USED = range(5)
+
+UNK_TOKEN = -1   # word-table token of the LM's <unk> (lm.UNK_ID)
+
+Network = namedtuple("Network", [
+    "unit_kind", "unit_state0", "first_child", "n_children", "word_start", "word_ids",
+    "net_emit", "net_self", "net_next", "net_unit", "net_last", "unk_units", "unk_tok"])
+Tokens = namedtuple("Tokens", ["net", "lm", "aux", "score", "bp", "start"])
+Hash = namedtuple("Hash", ["net", "lm", "aux", "score", "bp", "start", "used"])
+Records = namedtuple("Records", ["prev", "kind", "token", "start", "end", "score", "lmlp", "lm_state"])
+Table = namedtuple("Table", ["keys", "logp", "next"])
+Finals = namedtuple("Finals", ["score", "rec", "lm_state"])
+Missing = namedtuple("Missing", ["kind", "state", "token"])
+
+
+# ----------------------------------------------------------------------------- kernel helpers
+
+@numba.njit(cache=True, inline="always")
+def _mix(a, b, c):
+    h = np.uint64(a) * np.uint64(0x9E3779B97F4A7C15)
+    h ^= np.uint64(b) * np.uint64(0xC2B2AE3D27D4EB4F)
+    h ^= np.uint64(c) * np.uint64(0x165667B19E3779F9)
+    return h ^ (h >> np.uint64(29))
+
+
+@numba.njit(cache=True)
+def _table_find(table, key):
+    """Slot of ``key`` in an open-addressing table, -1 if absent."""
+    mask = table.keys.shape[0] - 1
+    i = np.int64(_mix(key, 0, 0) & np.uint64(mask))
+    while True:
+        k = table.keys[i]
+        if k == key:
+            return i
+        if k == -1:
+            return -1
+        i = (i + 1) & mask
+
+
+@numba.njit(cache=True)
+def table_put(table, keys, logp, nxt):
+    """Insert entries (the driver keeps the load below one half)."""
+    mask = table.keys.shape[0] - 1
+    for j in range(keys.shape[0]):
+        key = keys[j]
+        i = np.int64(_mix(key, 0, 0) & np.uint64(mask))
+        while table.keys[i] != -1 and table.keys[i] != key:
+            i = (i + 1) & mask
+        table.keys[i] = key
+        table.logp[i] = logp[j]
+        table.next[i] = nxt[j]
+
+
+@numba.njit(cache=True)
+def _request(miss, cnt, kind, state, token):
+    n = cnt[C_MISSING]
+    if n < miss.kind.shape[0]:
+        miss.kind[n] = kind
+        miss.state[n] = state
+        miss.token[n] = token
+        cnt[C_MISSING] = n + 1
+    else:
+        cnt[C_MISSING] = n   # full: the rest is asked for on the next try
+
+
+@numba.njit(cache=True)
+def _push(h, cnt, s, lm, aux, score, bp, start):
+    """Viterbi recombination into the next frame's hash. Returns False when the hash is too full."""
+    mask = h.net.shape[0] - 1
+    i = np.int64(_mix(s, lm, aux) & np.uint64(mask))
+    while True:
+        k = h.net[i]
+        if k == -1:
+            n = cnt[C_USED]
+            if 2 * (n + 1) > h.net.shape[0]:
+                return False
+            h.net[i] = s
+            h.lm[i] = lm
+            h.aux[i] = aux
+            h.score[i] = score
+            h.bp[i] = bp
+            h.start[i] = start
+            h.used[n] = i
+            cnt[C_USED] = n + 1
+            return True
+        if k == s and h.lm[i] == lm and h.aux[i] == aux:
+            if score > h.score[i]:
+                h.score[i] = score
+                h.bp[i] = bp
+                h.start[i] = start
+            return True
+        i = (i + 1) & mask
+
+
+@numba.njit(cache=True)
+def _new_record(rec, cnt, prev, kind, token, start, end, score, lmlp, lm_state):
+    n = cnt[C_RECORDS]
+    if n >= rec.prev.shape[0]:
+        return -1
+    rec.prev[n] = prev
+    rec.kind[n] = kind
+    rec.token[n] = token
+    rec.start[n] = start
+    rec.end[n] = end
+    rec.score[n] = score
+    rec.lmlp[n] = lmlp
+    rec.lm_state[n] = lm_state
+    cnt[C_RECORDS] = n + 1
+    return n
+
+
+@numba.njit(cache=True)
+def _clear_hash(h, cnt):
+    for j in range(cnt[C_USED]):
+        h.net[h.used[j]] = -1
+    cnt[C_USED] = 0
+
+
+@numba.njit(cache=True)
+def _word_lookup(wt, ip, miss, cnt, state, token):
+    """(ln p, next state, found) of a word-LM transition; requests it when absent."""
+    if ip[I_HAS_LM] == 0:
+        return 0.0, 0, True
+    slot = _table_find(wt, np.int64(state) * ip[I_N_WTOK] + token + 1)
+    if slot < 0:
+        _request(miss, cnt, M_WORD, state, token)
+        return 0.0, 0, False
+    return wt.logp[slot], wt.next[slot], True
+
+
+@numba.njit(cache=True)
+def _char_lookup(ct, ip, miss, cnt, state, token):
+    slot = _table_find(ct, np.int64(state) * ip[I_N_CTOK] + token + 1)
+    if slot < 0:
+        _request(miss, cnt, M_CHAR, state, token)
+        return 0.0, 0, False
+    return ct.logp[slot], ct.next[slot], True
+
+
+@numba.njit(cache=True)
+def _eos_lookup(eos, ip, miss, cnt, state):
+    if ip[I_HAS_LM] == 0:
+        return 0.0, True
+    if state < eos.shape[0] and not np.isnan(eos[state]):
+        return eos[state], True
+    _request(miss, cnt, M_EOS, state, 0)
+    return 0.0, False
+
+
+@numba.njit(cache=True)
+def _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, score, lm, bp, cutoff, best):
+    """Start a word at frame ``t``: every child of the root (and the first letter of an
+    out-of-lexicon word). Returns (best, ok)."""
+    root_first = net.first_child[0]
+    for c in range(root_first, root_first + net.n_children[0]):
+        s = net.unit_state0[c]
+        v = score + loglik[t, net.net_emit[s]]
+        if v > cutoff and v > NEG_INF:
+            if not _push(h, cnt, s, lm, 0, v, bp, t):
+                return best, False
+            if v > best:
+                best = v
+    if ip[I_HAS_UNK] != 0:
+        lmw = fp[F_LM_WEIGHT]
+        for j in range(net.unk_units.shape[0]):
+            u = net.unk_units[j]
+            s = net.unit_state0[u]
+            v0 = score + loglik[t, net.net_emit[s]]
+            if not (v0 > cutoff):
+                continue
+            lp, q, found = _char_lookup(ct, ip, miss, cnt, ip[I_UNK_START], net.unk_tok[j])
+            if not found:
+                continue
+            v = v0 + lmw * lp
+            if v > cutoff and v > NEG_INF:
+                if not _push(h, cnt, s, lm, q, v, bp, t):
+                    return best, False
+                if v > best:
+                    best = v
+    return best, True
+
+
+@numba.njit(cache=True)
+def _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, lm, bp, cutoff, best):
+    """Successors of a word end of score ``y`` (LM state ``lm``, record ``bp``) into frame ``t``."""
+    if ip[I_WORD_GAPS] != 0 and ip[I_U_SPACE] >= 0:
+        s = net.unit_state0[ip[I_U_SPACE]]
+        v = y + fp[F_SPACE_ENTER] + loglik[t, net.net_emit[s]]
+        if v > cutoff and v > NEG_INF:
+            if not _push(h, cnt, s, lm, 0, v, bp, t):
+                return best, False
+            best = max(best, v)
+        best, ok = _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, y + fp[F_SPACE_SKIP], lm, bp,
+                                cutoff, best)
+    else:
+        best, ok = _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, y, lm, bp, cutoff, best)
+    if not ok:
+        return best, False
+    if ip[I_LINE_BLANKS] != 0 and ip[I_U_BLANK_END] >= 0:
+        s = net.unit_state0[ip[I_U_BLANK_END]]
+        v = y + fp[F_BLANK_ENTER] + loglik[t, net.net_emit[s]]
+        if v > cutoff and v > NEG_INF:
+            if not _push(h, cnt, s, lm, 0, v, bp, t):
+                return best, False
+            best = max(best, v)
+    return best, True
+
+
+@numba.njit(cache=True)
+def _prune(h, cnt, cur, beam, max_active, best):
+    """Beam and histogram pruning of the next frame's hash into ``cur``; clears the hash."""
+    n_used = cnt[C_USED]
+    thresh = best - beam
+    n_in = 0
+    lowest = best
+    for j in range(n_used):
+        v = h.score[h.used[j]]
+        if v >= thresh:
+            n_in += 1
+            if v < lowest:
+                lowest = v
+    if n_in > max_active:
+        n_bins = 256
+        width = (best - lowest) / n_bins
+        if width > 0.0:
+            counts = np.zeros(n_bins + 1, dtype=np.int64)
+            for j in range(n_used):
+                v = h.score[h.used[j]]
+                if v >= thresh:
+                    counts[min(int((best - v) / width), n_bins)] += 1
+            total = counts[0]
+            b = 1
+            while b <= n_bins and total + counts[b] <= max_active:
+                total += counts[b]
+                b += 1
+            thresh = max(thresh, best - b * width)   # keep bins 0 .. b-1
+    n = 0
+    for j in range(n_used):
+        i = h.used[j]
+        if h.score[i] >= thresh and h.score[i] > NEG_INF:
+            cur.net[n] = h.net[i]
+            cur.lm[n] = h.lm[i]
+            cur.aux[n] = h.aux[i]
+            cur.score[n] = h.score[i]
+            cur.bp[n] = h.bp[i]
+            cur.start[n] = h.start[i]
+            n += 1
+        h.net[i] = -1
+    cnt[C_USED] = 0
+    cnt[C_ACTIVE] = n
+
+
+@numba.njit(cache=True)
+def _final_step(T, net, fp, ip, cur, rec, cnt, wt, ct, eos, miss, fin):
+    """Line end: the complete hypotheses of the last frame's tokens into ``fin``."""
+    lmw = fp[F_LM_WEIGHT]
+    wp = fp[F_WORD_PENALTY]
+    end_skip = fp[F_BLANK_SKIP] if (ip[I_LINE_BLANKS] != 0 and ip[I_U_BLANK_END] >= 0) else 0.0
+    n_fin = 0
+    for i in range(cnt[C_ACTIVE]):
+        s = cur.net[i]
+        if not net.net_last[s]:
+            continue
+        u = net.net_unit[s]
+        kind = net.unit_kind[u]
+        x = cur.score[i] + net.net_next[s]
+        if kind == K_TREE:
+            for k in range(net.word_start[u], net.word_start[u + 1]):
+                w = net.word_ids[k]
+                lp, ns, ok1 = _word_lookup(wt, ip, miss, cnt, cur.lm[i], w)
+                if not ok1:
+                    continue
+                e, ok2 = _eos_lookup(eos, ip, miss, cnt, ns)
+                if not ok2:
+                    continue
+                y = x + lmw * lp + wp
+                r = _new_record(rec, cnt, cur.bp[i], R_WORD, w, cur.start[i], T - 1, y, lp, ns)
+                if r < 0:
+                    return S_GROW_RECORDS
+                if n_fin >= fin.score.shape[0]:
+                    return S_GROW_TOKENS
+                fin.score[n_fin] = y + end_skip + lmw * e
+                fin.rec[n_fin] = r
+                fin.lm_state[n_fin] = ns
+                n_fin += 1
+        elif kind == K_UNK:
+            status, n_fin = _unk_word_end(T, T - 1, x, i, net, fp, ip, cur, rec, cnt, wt, ct, eos, miss,
+                                          fin, n_fin, end_skip)
+            if status != S_DONE:
+                return status
+        elif kind == K_BLANK_END or kind == K_EMPTY:
+            e, ok = _eos_lookup(eos, ip, miss, cnt, cur.lm[i])
+            if not ok:
+                continue
+            if n_fin >= fin.score.shape[0]:
+                return S_GROW_TOKENS
+            fin.score[n_fin] = x + lmw * e
+            fin.rec[n_fin] = cur.bp[i]
+            fin.lm_state[n_fin] = cur.lm[i]
+            n_fin += 1
+    cnt[C_FINALS] = n_fin
+    return S_DONE
+
+
+@numba.njit(cache=True)
+def _unk_word_end(T, end, x, i, net, fp, ip, cur, rec, cnt, wt, ct, eos, miss, fin, n_fin, end_skip):
+    """Final step for a token leaving the last letter of an out-of-lexicon word."""
+    lmw = fp[F_LM_WEIGHT]
+    lp_sp, q2, ok0 = _char_lookup(ct, ip, miss, cnt, cur.aux[i], ip[I_UNK_END_TOK])
+    lp, ns, ok1 = _word_lookup(wt, ip, miss, cnt, cur.lm[i], UNK_TOKEN)
+    if not (ok0 and ok1):
+        return S_DONE, n_fin
+    e, ok2 = _eos_lookup(eos, ip, miss, cnt, ns)
+    if not ok2:
+        return S_DONE, n_fin
+    u = net.net_unit[cur.net[i]]
+    c = _new_record(rec, cnt, cur.bp[i], R_UNK_CHAR, _unk_symbol(net, u), cur.start[i], end, x, 0.0, cur.aux[i])
+    if c < 0:
+        return S_GROW_RECORDS, n_fin
+    y = x + lmw * (lp + lp_sp) + fp[F_WORD_PENALTY] + fp[F_UNK_PENALTY]
+    r = _new_record(rec, cnt, c, R_UNK_WORD, UNK_TOKEN, -1, end, y, lp, ns)
+    if r < 0:
+        return S_GROW_RECORDS, n_fin
+    if n_fin >= fin.score.shape[0]:
+        return S_GROW_TOKENS, n_fin
+    fin.score[n_fin] = y + end_skip + lmw * e
+    fin.rec[n_fin] = r
+    fin.lm_state[n_fin] = ns
+    return S_DONE, n_fin + 1
+
+
+@numba.njit(cache=True)
+def _unk_symbol(net, u):
+    """Symbol index (into net.unk_units) of an UNK unit."""
+    for j in range(net.unk_units.shape[0]):
+        if net.unk_units[j] == u:
+            return j
+    return -1
+
+
+# ----------------------------------------------------------------------------- the kernel
+
+@numba.njit(cache=True)
+def search_kernel(loglik, t0, net, fp, ip, cur, h, rec, wt, ct, eos, miss, fin, cnt):
+    """Frame-synchronous token passing from frame ``t0`` to the end of the line.
+
+    ``cur`` holds the active tokens after frame ``t0 - 1`` (scores include its emission).
+    Returns ``(status, t)``: ``S_DONE`` (finals in ``fin``), or the frame ``t`` to resume at
+    after the driver filled the missing LM entries (``S_NEED_LM``) or grew the token
+    (``S_GROW_TOKENS``) or record (``S_GROW_RECORDS``) arrays; frame ``t`` was rolled back.
+    ``t == T`` stands for the line-end step.
+    """
+    T = loglik.shape[0]
+    lmw = fp[F_LM_WEIGHT]
+    wp = fp[F_WORD_PENALTY]
+    beam = fp[F_BEAM]
+    max_active = ip[I_MAX_ACTIVE]
+    has_unk = ip[I_HAS_UNK] != 0
+    root_first = net.first_child[0]
+    root_n = net.n_children[0]
+    for t in range(t0, T + 1):
+        n_rec0 = cnt[C_RECORDS]
+        cnt[C_MISSING] = 0
+        if t == T:
+            status = _final_step(T, net, fp, ip, cur, rec, cnt, wt, ct, eos, miss, fin)
+            if status == S_DONE and cnt[C_MISSING] > 0:
+                status = S_NEED_LM
+            if status != S_DONE:
+                cnt[C_RECORDS] = n_rec0
+                cnt[C_FINALS] = 0
+            return status, t
+        # best emission of any state a word end leads to: a bound to skip dead word ends
+        succ_emit_max = NEG_INF
+        for c in range(root_first, root_first + root_n):
+            succ_emit_max = max(succ_emit_max, loglik[t, net.net_emit[net.unit_state0[c]]])
+        for u in (ip[I_U_SPACE], ip[I_U_BLANK_END]):
+            if u >= 0:
+                succ_emit_max = max(succ_emit_max, loglik[t, net.net_emit[net.unit_state0[u]]])
+        for j in range(net.unk_units.shape[0]):
+            succ_emit_max = max(succ_emit_max, loglik[t, net.net_emit[net.unit_state0[net.unk_units[j]]]])
+        best = NEG_INF
+        cutoff = NEG_INF
+        ok = True
+        if t == 0:
+            start = 0.0
+            if ip[I_LINE_BLANKS] != 0 and ip[I_U_BLANK_START] >= 0:
+                s = net.unit_state0[ip[I_U_BLANK_START]]
+                v = fp[F_BLANK_ENTER] + loglik[0, net.net_emit[s]]
+                if v > NEG_INF:
+                    ok = _push(h, cnt, s, ip[I_BOS], 0, v, -1, 0)
+                    best = max(best, v)
+                start = fp[F_BLANK_SKIP]
+            if ok:
+                best, ok = _enter_words(0, loglik, net, fp, ip, h, cnt, ct, miss, start, ip[I_BOS], -1,
+                                        NEG_INF, best)
+            if ok and ip[I_ALLOW_EMPTY] != 0 and ip[I_U_EMPTY] >= 0:
+                s = net.unit_state0[ip[I_U_EMPTY]]
+                v = loglik[0, net.net_emit[s]]
+                if v > NEG_INF:
+                    ok = _push(h, cnt, s, ip[I_BOS], 0, v, -1, 0)
+                    best = max(best, v)
+        else:
+            for i in range(cnt[C_ACTIVE]):
+                if not ok:
+                    break
+                s = cur.net[i]
+                lm = cur.lm[i]
+                aux = cur.aux[i]
+                sc = cur.score[i]
+                bp = cur.bp[i]
+                st = cur.start[i]
+                v = sc + net.net_self[s] + loglik[t, net.net_emit[s]]
+                if v > cutoff and v > NEG_INF:
+                    ok = _push(h, cnt, s, lm, aux, v, bp, st)
+                    if v > best:
+                        best = v
+                        cutoff = best - beam
+                if not net.net_last[s]:
+                    v = sc + net.net_next[s] + loglik[t, net.net_emit[s + 1]]
+                    if v > cutoff and v > NEG_INF:
+                        ok = ok and _push(h, cnt, s + 1, lm, aux, v, bp, st)
+                        if v > best:
+                            best = v
+                            cutoff = best - beam
+                    continue
+                x = sc + net.net_next[s]
+                u = net.net_unit[s]
+                kind = net.unit_kind[u]
+                if kind == K_TREE:
+                    fc = net.first_child[u]
+                    for c in range(fc, fc + net.n_children[u]):
+                        s2 = net.unit_state0[c]
+                        v = x + loglik[t, net.net_emit[s2]]
+                        if v > cutoff and v > NEG_INF:
+                            ok = ok and _push(h, cnt, s2, lm, aux, v, bp, st)
+                            if v > best:
+                                best = v
+                                cutoff = best - beam
+                    for k in range(net.word_start[u], net.word_start[u + 1]):
+                        w = net.word_ids[k]
+                        lp, ns, found = _word_lookup(wt, ip, miss, cnt, lm, w)
+                        if not found:
+                            continue
+                        y = x + lmw * lp + wp
+                        # every successor is y + (terms <= 0) + an entry emission: skip dead ends
+                        if not (y + succ_emit_max > cutoff):
+                            continue
+                        r = _new_record(rec, cnt, bp, R_WORD, w, st, t - 1, y, lp, ns)
+                        if r < 0:
+                            _clear_hash(h, cnt)
+                            cnt[C_RECORDS] = n_rec0
+                            return S_GROW_RECORDS, t
+                        best, ok2 = _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, ns, r, cutoff, best)
+                        ok = ok and ok2
+                        cutoff = best - beam
+                elif kind == K_SPACE or kind == K_BLANK_START:
+                    best, ok2 = _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, x, lm, bp, cutoff, best)
+                    ok = ok and ok2
+                    cutoff = best - beam
+                elif kind == K_UNK and has_unk:
+                    # the letter ends: a character record, then the next letter or the word end
+                    if not (x + succ_emit_max > cutoff):
+                        continue
+                    j = _unk_symbol(net, u)
+                    c = _new_record(rec, cnt, bp, R_UNK_CHAR, j, st, t - 1, x, 0.0, aux)
+                    if c < 0:
+                        _clear_hash(h, cnt)
+                        cnt[C_RECORDS] = n_rec0
+                        return S_GROW_RECORDS, t
+                    for j2 in range(net.unk_units.shape[0]):
+                        s2 = net.unit_state0[net.unk_units[j2]]
+                        v0 = x + loglik[t, net.net_emit[s2]]
+                        if not (v0 > cutoff):
+                            continue
+                        lp, q, found = _char_lookup(ct, ip, miss, cnt, aux, net.unk_tok[j2])
+                        if not found:
+                            continue
+                        v = v0 + lmw * lp
+                        if v > cutoff and v > NEG_INF:
+                            ok = ok and _push(h, cnt, s2, lm, q, v, c, t)
+                            if v > best:
+                                best = v
+                                cutoff = best - beam
+                    lp_sp, q2, f0 = _char_lookup(ct, ip, miss, cnt, aux, ip[I_UNK_END_TOK])
+                    lp, ns, f1 = _word_lookup(wt, ip, miss, cnt, lm, UNK_TOKEN)
+                    if f0 and f1:
+                        y = x + lmw * (lp + lp_sp) + wp + fp[F_UNK_PENALTY]
+                        r = _new_record(rec, cnt, c, R_UNK_WORD, UNK_TOKEN, -1, t - 1, y, lp, ns)
+                        if r < 0:
+                            _clear_hash(h, cnt)
+                            cnt[C_RECORDS] = n_rec0
+                            return S_GROW_RECORDS, t
+                        best, ok2 = _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, ns, r, cutoff, best)
+                        ok = ok and ok2
+                        cutoff = best - beam
+        if not ok:
+            _clear_hash(h, cnt)
+            cnt[C_RECORDS] = n_rec0
+            return S_GROW_TOKENS, t
+        if cnt[C_MISSING] > 0:
+            _clear_hash(h, cnt)
+            cnt[C_RECORDS] = n_rec0
+            return S_NEED_LM, t
+        _prune(h, cnt, cur, beam, max_active, best)
+        if cnt[C_ACTIVE] == 0:
+            cnt[C_FINALS] = 0
+            return S_DONE, T      # nothing can be reached: the line is impossible
+    return S_DONE, T
+
+
+# ----------------------------------------------------------------------------- network
+
+UNIT_NAMES = ("blank_start", "space", "blank_end", "empty")
+
+
+def build_network(topology, transitions, tree, word_gaps=True, line_blanks=True, allow_empty=True,
+                  unk_symbols=()):
+    """Flat arrays of the search network of ``tree`` (see the module docstring).
+
+    ``word_gaps``: optional space model between words; ``line_blanks``: optional blank at
+    the line ends; ``allow_empty``: a line may be blank only; ``unk_symbols``: symbol ids
+    that out-of-lexicon words may use (empty: strict lexicon).  The optional units need
+    the topology's space model and are left out without it.
+    Returns ``(Network, {unit name: unit id or -1})``.
+    """
+    space = topology.space_id
+    n_tree = tree.n_nodes
+    extra_kind, extra_sym = [], []
+    unit_ids = dict.fromkeys(UNIT_NAMES, -1)
+    wanted = {"blank_start": line_blanks, "space": word_gaps, "blank_end": line_blanks, "empty": allow_empty}
+    kinds = {"blank_start": K_BLANK_START, "space": K_SPACE, "blank_end": K_BLANK_END, "empty": K_EMPTY}
+    if space >= 0:
+        for name in UNIT_NAMES:
+            if wanted[name]:
+                unit_ids[name] = n_tree + len(extra_kind)
+                extra_kind.append(kinds[name])
+                extra_sym.append(space)
+    unk_symbols = np.asarray(list(unk_symbols), dtype=np.int32)
+    unk_units = np.arange(n_tree + len(extra_kind), n_tree + len(extra_kind) + len(unk_symbols), dtype=np.int32)
+    extra_kind += [K_UNK] * len(unk_symbols)
+    extra_sym += list(unk_symbols)
+
+    unit_sym = np.concatenate([tree.char, np.asarray(extra_sym, dtype=np.int32)]).astype(np.int64)
+    unit_kind = np.concatenate([[K_ROOT], np.full(n_tree - 1, K_TREE), extra_kind]).astype(np.int8)
+    n_units = len(unit_sym)
+    n_states = np.where(unit_sym >= 0, topology.n_states_of[np.maximum(unit_sym, 0)], 0).astype(np.int64)
+    state0 = np.cumsum(n_states) - n_states
+    net_unit = np.repeat(np.arange(n_units), n_states)
+    pos = np.arange(len(net_unit)) - state0[net_unit]
+    net_emit = (topology.state_offset[unit_sym[net_unit]] + pos).astype(np.int32)
+    first_child = np.zeros(n_units, dtype=np.int32)
+    n_children = np.zeros(n_units, dtype=np.int32)
+    first_child[:n_tree] = np.maximum(tree.first_child, 0)
+    n_children[:n_tree] = tree.n_children
+    word_start = np.concatenate([tree.word_start, np.full(n_units - n_tree, tree.word_start[-1])])
+    net = Network(
+        unit_kind=unit_kind,
+        unit_state0=np.where(n_states > 0, state0, -1).astype(np.int32),
+        first_child=first_child,
+        n_children=n_children,
+        word_start=word_start.astype(np.int32),
+        word_ids=np.ascontiguousarray(tree.word_ids, dtype=np.int32),
+        net_emit=net_emit,
+        net_self=np.ascontiguousarray(transitions.log_self[net_emit], dtype=np.float64),
+        net_next=np.ascontiguousarray(transitions.log_next[net_emit], dtype=np.float64),
+        net_unit=net_unit.astype(np.int32),
+        net_last=(pos == n_states[net_unit] - 1),
+        unk_units=unk_units,
+        unk_tok=unk_symbols.copy(),
+    )
+    return net, unit_ids
+
+
+# ----------------------------------------------------------------------------- driver
+
+class LmTable:
+    """Open-addressing table ``(LM state, token) -> (ln p, next state)`` filled from a scorer.
+
+    Keys are ``state * n_tokens + token + 1`` (token -1 is <unk>). Kept below half full.
+    """
+
+    def __init__(self, scorer, n_tokens: int, capacity: int = 1 << 12):
+        self.scorer = scorer
+        self.n_tokens = int(n_tokens) + 1
+        self.size = 0
+        self.table = self._empty(capacity)
+
+    @staticmethod
+    def _empty(capacity):
+        return Table(np.full(capacity, -1, dtype=np.int64), np.zeros(capacity), np.zeros(capacity, dtype=np.int32))
+
+    def add(self, states, tokens):
+        """Score the (state, token) pairs (unique, absent) with the scorer and store them."""
+        logp, nxt = self.scorer.score_many(states, tokens)
+        keys = states.astype(np.int64) * self.n_tokens + tokens.astype(np.int64) + 1
+        if 2 * (self.size + len(keys)) > len(self.table.keys):
+            capacity = len(self.table.keys)
+            while 2 * (self.size + len(keys)) > capacity:
+                capacity *= 2
+            old = self.table
+            self.table = self._empty(capacity)
+            live = old.keys >= 0
+            table_put(self.table, old.keys[live], old.logp[live], old.next[live])
+        table_put(self.table, keys, logp, nxt)
+        self.size += len(keys)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.table)
+
+
+class SearchOutput(namedtuple("SearchOutput", ["records", "finals", "n_frames"])):
+    """Records (word ends, out-of-lexicon letters) and complete hypotheses of one line.
+
+    ``finals.score[i]`` is the total score of a complete hypothesis whose last record is
+    ``finals.rec[i]`` (-1: no word, the blank-only line); follow ``records.prev``.
+    """
+
+
+class TokenSearch:
+    """Runs :func:`search_kernel` on one line at a time, serving its LM requests.
+
+    ``word_scorer`` (an :class:`hybrid_hwr.lm.LmScorer` over the tree's word ids, or None
+    for no LM) and ``char_scorer`` (over symbol ids, for out-of-lexicon words) are only
+    called for (state, token) pairs the tables have not seen yet.
+    """
+
+    def __init__(self, network, unit_ids, *, lm_weight, word_penalty, beam, max_active,
+                 space_prob, blank_prob, word_scorer=None, n_words=0, char_scorer=None,
+                 n_chars=0, unk_penalty=0.0, unk_start_state=0, unk_end_token=0,
+                 word_gaps=True, line_blanks=True, allow_empty=True):
+        self.net = network
+        self.word_scorer = word_scorer
+        self.char_scorer = char_scorer
+        has_unk = len(network.unk_units) > 0
+        if has_unk and (char_scorer is None or word_scorer is None):
+            raise HwrError("out-of-lexicon words need a word LM and a character LM")
+        fp = np.zeros(N_FPARAMS)
+        fp[F_LM_WEIGHT] = lm_weight
+        fp[F_WORD_PENALTY] = word_penalty
+        fp[F_BEAM] = beam
+        fp[F_SPACE_ENTER] = math.log(space_prob)
+        fp[F_SPACE_SKIP] = math.log1p(-space_prob)
+        fp[F_BLANK_ENTER] = math.log(blank_prob)
+        fp[F_BLANK_SKIP] = math.log1p(-blank_prob)
+        fp[F_UNK_PENALTY] = unk_penalty
+        ip = np.zeros(N_IPARAMS, dtype=np.int64)
+        ip[I_MAX_ACTIVE] = max_active
+        ip[I_HAS_LM] = word_scorer is not None
+        ip[I_HAS_UNK] = has_unk
+        ip[I_WORD_GAPS] = word_gaps
+        ip[I_LINE_BLANKS] = line_blanks
+        ip[I_ALLOW_EMPTY] = allow_empty
+        ip[I_BOS] = word_scorer.BOS if word_scorer is not None else 0
+        ip[I_UNK_START] = unk_start_state
+        ip[I_UNK_END_TOK] = unk_end_token
+        ip[I_N_WTOK] = n_words + 1
+        ip[I_N_CTOK] = n_chars + 1
+        ip[I_U_BLANK_START] = unit_ids["blank_start"]
+        ip[I_U_SPACE] = unit_ids["space"]
+        ip[I_U_BLANK_END] = unit_ids["blank_end"]
+        ip[I_U_EMPTY] = unit_ids["empty"]
+        self.fp, self.ip = fp, ip
+        self.words = LmTable(word_scorer, n_words)
+        self.chars = LmTable(char_scorer, n_chars)
+        self.eos = np.full(16, np.nan)
+        self.missing = Missing(np.zeros(4096, np.int8), np.zeros(4096, np.int32), np.zeros(4096, np.int32))
+        self.cnt = np.zeros(5, dtype=np.int64)
+        self._alloc_tokens(1 << 12)
+        self._alloc_records(1 << 14)
+        self.n_lm_requests = 0
+
+    def _alloc_tokens(self, capacity, keep=0):
+        old = getattr(self, "cur", None)
+        self.cur = Tokens(np.zeros(capacity, np.int32), np.zeros(capacity, np.int32), np.zeros(capacity, np.int32),
+                          np.zeros(capacity), np.zeros(capacity, np.int32), np.zeros(capacity, np.int32))
+        if keep:
+            for new, prev in zip(self.cur, old):
+                new[:keep] = prev[:keep]
+        self.hash = Hash(np.full(capacity, -1, np.int32), np.zeros(capacity, np.int32), np.zeros(capacity, np.int32),
+                         np.zeros(capacity), np.zeros(capacity, np.int32), np.zeros(capacity, np.int32),
+                         np.zeros(capacity, np.int32))
+        self.fin = Finals(np.zeros(capacity), np.zeros(capacity, np.int32), np.zeros(capacity, np.int32))
+
+    def _alloc_records(self, capacity, keep=0):
+        old = getattr(self, "rec", None)
+        self.rec = Records(np.zeros(capacity, np.int32), np.zeros(capacity, np.int8), np.zeros(capacity, np.int32),
+                           np.zeros(capacity, np.int32), np.zeros(capacity, np.int32), np.zeros(capacity),
+                           np.zeros(capacity), np.zeros(capacity, np.int32))
+        if keep:
+            for new, prev in zip(self.rec, old):
+                new[:keep] = prev[:keep]
+
+    def _serve(self):
+        n = int(self.cnt[C_MISSING])
+        self.n_lm_requests += n
+        kind = self.missing.kind[:n]
+        for code, table in ((M_WORD, self.words), (M_CHAR, self.chars)):
+            sel = kind == code
+            if np.any(sel):
+                pairs = np.unique(np.stack([self.missing.state[:n][sel], self.missing.token[:n][sel]], 1), axis=0)
+                table.add(pairs[:, 0], pairs[:, 1])
+        sel = kind == M_EOS
+        if np.any(sel):
+            states = np.unique(self.missing.state[:n][sel])
+            if states.max() >= len(self.eos):
+                grown = np.full(max(2 * len(self.eos), int(states.max()) + 1), np.nan)
+                grown[:len(self.eos)] = self.eos
+                self.eos = grown
+            for s in states.tolist():
+                self.eos[s] = self.word_scorer.end_score(s)
+
+    def run(self, loglik: np.ndarray) -> SearchOutput:
+        """Search one line of emission scores (T, S), natural log."""
+        loglik = np.ascontiguousarray(loglik, dtype=np.float64)
+        self.cnt[:] = 0
+        t = 0
+        while True:
+            status, t = search_kernel(loglik, t, self.net, self.fp, self.ip, self.cur, self.hash, self.rec,
+                                      self.words.table, self.chars.table, self.eos, self.missing, self.fin,
+                                      self.cnt)
+            if status == S_DONE:
+                break
+            if status == S_NEED_LM:
+                self._serve()
+            elif status == S_GROW_TOKENS:
+                self._alloc_tokens(2 * len(self.cur.net), keep=int(self.cnt[C_ACTIVE]))
+            elif status == S_GROW_RECORDS:
+                self._alloc_records(2 * len(self.rec.prev), keep=int(self.cnt[C_RECORDS]))
+        n_rec, n_fin = int(self.cnt[C_RECORDS]), int(self.cnt[C_FINALS])
+        records = Records(*(a[:n_rec].copy() for a in self.rec))
+        finals = Finals(*(a[:n_fin].copy() for a in self.fin))
+        return SearchOutput(records, finals, len(loglik))
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the search arrays and LM tables."""
+        arrays = list(self.cur) + list(self.hash) + list(self.rec) + list(self.fin) + list(self.net) + [self.eos]
+        return sum(a.nbytes for a in arrays) + self.words.nbytes + self.chars.nbytes
+
+
+# ----------------------------------------------------------------------------- lattice
+
+@numba.njit(cache=True)
+def lattice_backward(start, end, gain, tail):
+    """Best completion score from every boundary node of a word lattice.
+
+    Arcs ``start[a] -> end[a]`` (node ids, ``end > start``) sorted by decreasing start,
+    adding ``gain[a]``; ``tail[node]`` is the score of ending the line at ``node``
+    (-inf where it may not). Returns ``beta`` with ``beta[node] = max(tail[node],
+    max over arcs from node of gain + beta[end])``.
+    """
+    beta = tail.copy()
+    for a in range(start.shape[0]):
+        v = gain[a] + beta[end[a]]
+        if v > beta[start[a]]:
+            beta[start[a]] = v
+    return beta
