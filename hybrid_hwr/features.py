@@ -203,7 +203,8 @@ def _column_stats(ink_t, ua, lb, threshold, config_of_code):
             d = col[y + 1] if y + 1 < h else 0.0
             u = col[y - 1] if y > 0 else 0.0
             lft = ink_t[x - 1, y] if x > 0 else 0.0
-            if v == 0.0 and r == 0.0 and d == 0.0 and u == 0.0 and lft == 0.0:
+            dr = ink_t[x + 1, y + 1] if has_right and y + 1 < h else 0.0
+            if v == 0.0 and r == 0.0 and d == 0.0 and u == 0.0 and lft == 0.0 and dr == 0.0:
                 continue  # paper around: no ink, no edge, no gradient
             if v != 0.0:
                 stats[x, 0] += v
@@ -219,7 +220,6 @@ def _column_stats(ink_t, ua, lb, threshold, config_of_code):
                     if ua <= y < lb:
                         stats[x, 6] += 1.0
             if has_right and y + 1 < h:  # 2x2 block with top-left (y, x)
-                dr = ink_t[x + 1, y + 1]
                 code = (
                     (8 if v > threshold else 0)
                     + (4 if r > threshold else 0)
