@@ -310,6 +310,16 @@ def _add_train(subparsers) -> None:
     p.add_argument("--kind", choices=("handcrafted", "pixels"), help="feature type (default: handcrafted)")
     p.add_argument("--width", type=positive_int, help="sliding-window width in pixels")
     p.add_argument("--shift", type=positive_int, help="sliding-window shift in pixels")
+    mlp = p.add_argument_group("hybrid MLP (--emission mlp)")
+    mlp.add_argument("--hidden", default="1024", metavar="N[,N...]",
+                     help="hidden layer sizes, e.g. 1024 (shallow) or 512,512,512 (deep)")
+    mlp.add_argument("--context", type=int, default=4, metavar="K", help="input frames t-K..t+K (default 4)")
+    mlp.add_argument("--epochs", type=positive_int, default=30, help="maximum number of epochs")
+    mlp.add_argument("--max-minutes", type=positive_float, help="stop training after this many minutes")
+    mlp.add_argument("--prior-scale", type=float, default=1.0, help="kappa in log p(s|x) - kappa log p(s)")
+    mlp.add_argument("--mlp-input", choices=("handcrafted", "pixels"), help="MLP input (default: the GMM's features)")
+    mlp.add_argument("--realign", action="store_true", help="realign with the hybrid model and train once more")
+    mlp.add_argument("--seed", type=int, default=0, help="seed of the MLP initialisation and shuffling")
     p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N lines of each split")
     p.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="accumulate over N processes")
     p.add_argument("--resume", action="store_true", help="continue the run saved in MODEL_DIR")
@@ -325,11 +335,20 @@ def _run_train(args: argparse.Namespace) -> int:
     train = read_inputs(args.train, images=args.images, limit=args.limit)
     valid = read_inputs(args.valid, images=args.images, limit=args.limit) if args.valid else None
     if args.emission == "mlp":
-        from .mlp import train_mlp_hmm
+        from .train import train_mlp_hmm
 
         if not args.init_model:
             raise HwrError("--emission mlp needs --init-model GMM_DIR (its forced alignments are the targets)")
-        train_mlp_hmm(train, args.init_model, args.output, valid_lines=valid, jobs=args.jobs, log=print)
+        try:
+            hidden = tuple(int(n) for n in args.hidden.split(","))
+        except ValueError:
+            raise HwrError(f"--hidden: expected sizes like 1024 or 512,512,512, got {args.hidden!r}") from None
+        params = {"hidden_layers": hidden, "context": args.context, "max_epochs": args.epochs,
+                  "prior_scale": args.prior_scale, "seed": args.seed,
+                  "max_seconds": args.max_minutes * 60 if args.max_minutes else None}
+        train_mlp_hmm(train, args.init_model, args.output, valid_lines=valid, mlp_params=params,
+                      input_kind=args.mlp_input, realign=args.realign, jobs=args.jobs, log=print)
+        print(f"model written to {args.output}")
         return 0
     config = TrainConfig(states=args.states, mixtures=args.mixtures, iterations=args.iterations,
                          init=args.init, method=args.method, jobs=args.jobs)

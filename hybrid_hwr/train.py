@@ -322,3 +322,117 @@ def train_gmm_hmm(train_lines: list[Line], out_dir, config: TrainConfig, valid_l
     model.history["total_seconds"] = round(time.time() - t_start, 1)
     save_model(model, out_dir)
     return model
+
+
+# ----------------------------------------------------------------------------- hybrid MLP-HMM
+
+def _align_chunk(bounds):
+    """Per-frame target states of lines [start, stop) (all -1 where the alignment failed)."""
+    from .align import force_align
+
+    topology, transitions, emission = _MODEL
+    out = []
+    for i in range(*bounds):
+        result = force_align(emission, topology, transitions, _LINES.feats[i], _LINES.text_ids[i])
+        n = len(_LINES.feats[i])
+        out.append(np.full(n, -1, np.int32) if result is None else result.states)
+    return out
+
+
+def _set_aligner(topology, transitions, emission):
+    global _MODEL
+    _MODEL = (topology, transitions, emission)
+
+
+def forced_targets(lines: LineSet, model: HwrModel, jobs: int = 1) -> list:
+    """State of every frame from the Viterbi alignment of ``model`` (-1 for lines it cannot align)."""
+    global _LINES
+    _LINES = lines
+    n = len(lines.ids)
+    edges = np.linspace(0, n, max(1, min(n, 8 * jobs)) + 1).astype(int)
+    chunks = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    targets = []
+    for part in ordered_map(_align_chunk, chunks, jobs, _set_aligner,
+                            (model.topology, model.transitions, model.emission)):
+        targets.extend(part)
+    return targets
+
+
+def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: list[Line] | None = None,
+                  mlp_params: dict | None = None, input_kind: str | None = None, realign: bool = False,
+                  jobs: int = 1, log: Callable[[str], None] = print) -> HwrModel:
+    """Hybrid MLP-HMM: an MLP trained on the forced alignments of a GMM-HMM replaces its GMMs.
+
+    The HMM topology and transitions stay those of ``init_model``; the targets are the
+    Viterbi state of every frame. ``input_kind='pixels'`` feeds the MLP the raw pixels of
+    the same sliding windows instead of the 56 features (same frames, so the same targets).
+    ``realign`` runs one more round: realign with the hybrid model and train a new MLP on
+    those targets; the second network is kept (frame error rates of the two rounds are
+    measured against different targets, so only decoding on validation lines can tell
+    whether realignment helped: the recipe does that).
+    The model is saved in ``out_dir`` after every epoch (best weights so far).
+    """
+    from .mlp import MlpEmission
+
+    out_dir = Path(out_dir)
+    t_start = time.time()
+    gmm_model = load_model(init_model) if not isinstance(init_model, HwrModel) else init_model
+    gframe = gmm_model.frontend
+    kept, raw = load_line_features(train_lines, gframe, jobs, _cache_path(out_dir, "train", gframe), "train features")
+    train = encode_lines(kept, raw, gmm_model.alphabet, gmm_model.normalizer, gmm_model.topology, "train")
+    del raw
+    valid = None
+    if valid_lines:
+        vkept, vraw = load_line_features(valid_lines, gframe, jobs, _cache_path(out_dir, "valid", gframe),
+                                         "valid features")
+        valid = encode_lines(vkept, vraw, gmm_model.alphabet, gmm_model.normalizer, gmm_model.topology, "valid")
+    log("aligning the training lines with the GMM-HMM")
+    targets = forced_targets(train, gmm_model, jobs)
+    vtargets = forced_targets(valid, gmm_model, jobs) if valid is not None else None
+
+    frontend, normalizer = gframe, gmm_model.normalizer
+    if input_kind is not None and input_kind != gframe.features.kind:
+        # Same windows, other input: recompute features of the kept lines only.
+        frontend = dataclasses.replace(gframe, features=dataclasses.replace(gframe.features, kind=input_kind))
+        by_id = {line.id: line for line in train_lines + (valid_lines or [])}
+        ids = train.ids + (valid.ids if valid is not None else [])
+        lines = [by_id[i] for i in ids]
+        got, feats = load_line_features(lines, frontend, jobs, _cache_path(out_dir, "mlp-input", frontend),
+                                        f"{input_kind} features")
+        if [line.id for line in got] != ids:
+            raise HwrError(f"{input_kind} features could not be computed for every aligned line")
+        normalizer = Normalizer().fit(feats[: len(train.ids)])
+        feats = [normalizer.transform(f).astype(np.float32) for f in feats]
+        for a, b in zip(feats, train.feats + (valid.feats if valid is not None else [])):
+            if len(a) != len(b):
+                raise HwrError(f"{input_kind} features have {len(a)} frames where the alignment has {len(b)}")
+        train = LineSet(train.ids, train.text_ids, feats[: len(train.ids)])
+        if valid is not None:
+            valid = LineSet(valid.ids, valid.text_ids, feats[len(train.ids):])
+
+    params = dict(mlp_params or {})
+    history = {"init_model": str(init_model) if not isinstance(init_model, HwrModel) else None,
+               "input_kind": frontend.features.kind, "rounds": []}
+    model = HwrModel(gmm_model.alphabet, frontend, normalizer, gmm_model.topology, gmm_model.transitions,
+                     None, history)
+
+    def checkpoint(mlp, record):
+        model.emission = mlp
+        save_model(model, out_dir)
+
+    for round_ in range(2 if realign else 1):
+        if round_ == 1:
+            log("realigning the training lines with the hybrid model")
+            targets = forced_targets(train, model, jobs)
+            vtargets = forced_targets(valid, model, jobs) if valid is not None else None
+        mlp = MlpEmission(**params)
+        mlp.fit(train.feats, targets, valid.feats if valid else None, vtargets,
+                n_states=gmm_model.topology.n_emitting, log=log, on_epoch=checkpoint)
+        fer = min(r.get("valid_fer", r.get("train_fer", 1.0)) for r in mlp.history_)
+        history["rounds"].append({"round": round_ + 1, "best_valid_fer": fer, "epochs": len(mlp.history_),
+                                  "seconds": round(time.time() - t_start, 1)})
+        log(f"round {round_ + 1}: best validation frame error rate {fer:.4f}")
+        model.emission = mlp
+    history["total_seconds"] = round(time.time() - t_start, 1)
+    save_model(model, out_dir)
+    return model
