@@ -1,0 +1,139 @@
+"""GMM-HMM training, model directories and decoding on the bundled real lines."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hybrid_hwr.cli import main
+from hybrid_hwr.data import load_image, read_split, sample_dir
+from hybrid_hwr.decode import Recognizer
+from hybrid_hwr.errors import HwrError
+from hybrid_hwr.metrics import score_corpus
+from hybrid_hwr.model import MODEL_FILE, load_model, save_model
+from hybrid_hwr.train import TrainConfig, train_gmm_hmm
+
+N_LINES = 24
+
+
+@pytest.fixture(scope="module")
+def sample_lines():
+    return read_split(sample_dir() / "train.tsv")[:N_LINES]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, sample_lines):
+    """A GMM-HMM trained on 24 real lines: 1 -> 2 -> 4 -> 8 Gaussians, 3 iterations each."""
+    out = tmp_path_factory.mktemp("model")
+    config = TrainConfig(states=6, mixtures=8, iterations=3)
+    model = train_gmm_hmm(sample_lines, out, config, log=lambda message: None)
+    return out, model
+
+
+def test_schedule_splits_up_to_the_requested_mixtures():
+    assert TrainConfig(mixtures=8, iterations=2).schedule() == [1, 1, 2, 2, 4, 4, 8, 8]
+    assert TrainConfig(mixtures=3, iterations=1).schedule() == [1, 2, 3]
+
+
+def test_embedded_em_never_lowers_the_training_likelihood(trained):
+    _, model = trained
+    records = model.history["iterations"]
+    assert [r["mixtures"] for r in records] == TrainConfig(mixtures=8, iterations=3).schedule()
+    for before, after in zip(records, records[1:]):
+        # the E-step likelihood of iteration i+1 is that of the parameters re-estimated at i
+        assert after["train_loglik_per_frame"] >= before["train_loglik_per_frame"] - 1e-6
+    assert records[-1]["train_loglik_per_frame"] > records[0]["train_loglik_per_frame"] + 10
+    assert all(r["failed_lines"] == 0 for r in records)
+
+
+def test_model_recognises_its_training_lines_far_better_than_chance(trained, sample_lines):
+    out, _ = trained
+    recognizer = Recognizer(load_model(out))
+    refs = {line.id: line.text for line in sample_lines}
+    hyps = {line.id: recognizer.decode_image(load_image(line.image_path)).text for line in sample_lines}
+    score = score_corpus(refs, hyps)
+    # Chance (or an empty output) is 100% CER; a model that learnt the characters is far below.
+    assert score.cer < 0.6, score.cer
+
+
+def test_model_directory_round_trip(trained, tmp_path):
+    out, model = trained
+    copy = save_model(load_model(out), tmp_path / "copy")
+    again = load_model(copy)
+    feats, _ = again.features(load_image(sample_dir() / "lines" / f"{read_split(sample_dir() / 'train.tsv')[0].id}.png"))
+    np.testing.assert_array_equal(again.log_likelihoods(feats), model.log_likelihoods(feats))
+    assert again.alphabet == model.alphabet
+    assert again.frontend.to_dict() == model.frontend.to_dict()
+    assert len(list(copy.glob("arrays-*.npz"))) == 1
+
+
+@pytest.mark.parametrize("damage", ["garbage_json", "truncated_arrays", "future_version", "missing_arrays",
+                                    "wrong_shapes"])
+def test_corrupt_model_gives_one_clear_error(trained, tmp_path, damage, capsys):
+    out, model = trained
+    bad = save_model(load_model(out), tmp_path / "bad")
+    description = json.loads((bad / MODEL_FILE).read_text())
+    arrays = bad / description["arrays_file"]
+    if damage == "garbage_json":
+        (bad / MODEL_FILE).write_text("{not json")
+    elif damage == "truncated_arrays":
+        arrays.write_bytes(arrays.read_bytes()[:1000])
+    elif damage == "future_version":
+        description["format_version"] = 99
+        (bad / MODEL_FILE).write_text(json.dumps(description))
+    elif damage == "missing_arrays":
+        arrays.unlink()
+    elif damage == "wrong_shapes":
+        description["topology"]["n_states"] = 3
+        (bad / MODEL_FILE).write_text(json.dumps(description))
+    with pytest.raises(HwrError):
+        load_model(bad)
+    image = sample_dir() / "lines" / f"{read_split(sample_dir() / 'test.tsv')[0].id}.png"
+    assert main(["decode", "--model", str(bad), str(image)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("hybrid-hwr: error: model ") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_resume_continues_an_interrupted_run_to_the_same_model(tmp_path, sample_lines):
+    lines = sample_lines[:6]
+    config = TrainConfig(states=4, mixtures=2, iterations=2)
+    whole = train_gmm_hmm(lines, tmp_path / "whole", config, log=lambda m: None)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_second(message):
+        if message.startswith("iteration 2/"):
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_gmm_hmm(lines, tmp_path / "cut", config, log=stop_after_second)
+    saved = load_model(tmp_path / "cut")
+    assert len(saved.history["iterations"]) == 2   # the checkpoint holds every finished iteration
+    resumed = train_gmm_hmm(lines, tmp_path / "cut", TrainConfig(), resume=True, log=lambda m: None)
+    assert len(resumed.history["iterations"]) == 4
+    np.testing.assert_allclose(resumed.emission.means, whole.emission.means, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(resumed.transitions.log_self, whole.transitions.log_self, rtol=1e-9)
+
+
+def test_align_cli_writes_spans_inside_the_image(trained, tmp_path):
+    out, _ = trained
+    data = tmp_path / "data"
+    (data / "lines").mkdir(parents=True)
+    lines = read_split(sample_dir() / "train.tsv")[:2]
+    with open(data / "two.tsv", "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(f"{line.id}\t{line.text}\n")
+            (data / "lines" / f"{line.id}.png").write_bytes(line.image_path.read_bytes())
+    assert main(["align", "--model", str(out), str(data / "two.tsv"), "-o", str(tmp_path / "ali")]) == 0
+    records = [json.loads(r) for r in (tmp_path / "ali" / "alignments.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [line.id for line in lines]
+    for record, line in zip(records, lines):
+        width = load_image(line.image_path).shape[1]
+        assert [w["text"] for w in record["words"]] == line.text.split()
+        starts = [c["first_frame"] for c in record["chars"]]
+        assert starts == sorted(starts)
+        assert all(-10 <= c["x_start"] <= c["x_end"] <= width + 10 for c in record["chars"])
+    with np.load(tmp_path / "ali" / "states.npz") as states:
+        assert sorted(states.files) == sorted(line.id for line in lines)
