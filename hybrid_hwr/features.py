@@ -297,7 +297,7 @@ def _window_features(stats, h, ua, lb, width, shift, n_frames):
 
 def static_features(ink: np.ndarray, upper: float, lower: float, config: FeatureConfig) -> np.ndarray:
     """The 28 static features of every frame (Numba kernel) -> float32 (T, 28)."""
-    ink = np.ascontiguousarray(ink, dtype=np.float32)
+    ink = np.asarray(ink, dtype=np.float32)  # column-major lines (preprocess output) transpose for free
     h, w = ink.shape
     ua, lb = _zone_rows(h, upper, lower)
     n = n_frames_of(w, config)

@@ -190,16 +190,31 @@ def _block_percentiles(gray, block_width, q):
     return out
 
 
+_CONTRAST_BINS = 1024
+
+
 @numba.njit(cache=True)
-def _contrast_map(gray, paper_cols, scale):
-    """max(paper level of the column - gray, 0) * scale, as float32."""
+def _contrast_map(gray, paper_cols, scale, min_contrast):
+    """max(paper level of the column - gray, 0) * scale, as float32, and the histogram
+    (``_CONTRAST_BINS`` bins over [0, 1]) of the values above ``min_contrast``."""
     h, w = gray.shape
     out = np.empty((h, w), np.float32)
+    hist = np.zeros(_CONTRAST_BINS, np.int64)
     for y in range(h):
         for x in range(w):
             d = paper_cols[x] - gray[y, x]
-            out[y, x] = d * scale if d > 0 else 0.0
-    return out
+            v = d * scale if d > 0 else 0.0
+            out[y, x] = v
+            if v > min_contrast:
+                hist[min(int(v * _CONTRAST_BINS), _CONTRAST_BINS - 1)] += 1
+    return out, hist
+
+
+def _hist_percentile(hist: np.ndarray, q: float) -> float:
+    """q-th percentile (0..100) of values histogrammed over [0, 1] (bin centre)."""
+    cum = np.cumsum(hist)
+    i = int(np.searchsorted(cum, q / 100.0 * cum[-1]))
+    return (min(i, hist.size - 1) + 0.5) / hist.size
 
 
 @numba.njit(cache=True)
@@ -239,22 +254,21 @@ def enhance_contrast(gray, config: PreprocessConfig | None = None) -> np.ndarray
         paper_cols = np.interp(np.arange(w, dtype=np.float32), centres, paper_blocks)
     else:
         paper_cols = np.full(w, paper_blocks[0])
-    contrast = _contrast_map(g, paper_cols.astype(np.float32), np.float32(1.0 / 255.0))
-    candidates = contrast[contrast > cfg.min_contrast]
-    if candidates.size == 0:
+    contrast, hist = _contrast_map(
+        g, paper_cols.astype(np.float32), np.float32(1.0 / 255.0), np.float32(cfg.min_contrast)
+    )
+    if hist.sum() == 0:
         return np.zeros((h, w), np.float32)
-    ref = float(np.percentile(candidates, cfg.ink_percentile))
-    ref = max(ref, cfg.min_contrast)
-    ink = _stretch(contrast, np.float32(ref), np.float32(0.0))
-    if cfg.remove_rules:
-        ink = _remove_rules(ink, cfg)
-    if cfg.noise_floor > 0:
-        ink = _stretch(ink, np.float32(1.0), np.float32(cfg.noise_floor))
-    return ink
+    ref = max(_hist_percentile(hist, cfg.ink_percentile), cfg.min_contrast)
+    floor = np.float32(max(cfg.noise_floor, 0.0))
+    if not cfg.remove_rules:
+        return _stretch(contrast, np.float32(ref), floor)
+    return _remove_rules(_stretch(contrast, np.float32(ref), np.float32(0.0)), cfg, floor)
 
 
-def _remove_rules(ink: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """Subtract faint horizontal structures longer than the rule length (ruled lines).
+def _remove_rules(ink: np.ndarray, cfg: PreprocessConfig, floor) -> np.ndarray:
+    """Subtract faint horizontal structures longer than the rule length (ruled lines),
+    then apply the noise ``floor``.
 
     The background of a row is the median, over blocks of ``rule_length`` image heights,
     of the row's ink after a 3-row vertical max (so that thin, slightly tilted and broken
@@ -265,33 +279,44 @@ def _remove_rules(ink: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     h, w = ink.shape
     length = int(max(25, cfg.rule_length * h))
     if w < length or h < 3:
-        return ink
-    tall = ndimage.maximum_filter1d(ink, 3, axis=0)
+        return _stretch(ink, np.float32(1.0), floor)
     thickness = 3 + int(cfg.rule_max_thickness * h)
-    bg = _block_row_medians(tall, length, np.float32(cfg.rule_max_ink), thickness)
-    if not bg.any():
-        return ink
-    return _subtract_background(ink, bg, length)
+    bg = _block_row_medians(ink, length, np.float32(cfg.rule_max_ink), thickness)
+    return _subtract_background(ink, bg, length, floor)
 
 
 @numba.njit(cache=True)
-def _block_row_medians(img, block, max_level, max_thickness):
-    """Median of each row within each block of columns (the rule background).
+def _block_row_medians(ink, block, max_level, max_thickness):
+    """Median of each row of the 3-row vertical max of ``ink`` within each block of columns.
 
     Medians above ``max_level`` are dark long strokes, not rules; bands of non-zero
     medians thicker than ``max_thickness`` rows are dense writing, not rules: both -> 0.
     """
-    h, w = img.shape
+    h, w = ink.shape
     nb = (w + block - 1) // block
     out = np.zeros((h, nb), np.float32)
+    tall = np.empty(block, np.float32)
     for b in range(nb):
         x0 = b * block
         x1 = min(w, x0 + block)
         if x1 - x0 < block // 2 and b > 0:  # short last block: same rules as its neighbour
             out[:, b] = out[:, b - 1]
             continue
+        n = x1 - x0
         for y in range(h):
-            m = np.median(img[y, x0:x1])
+            nonzero = 0
+            for x in range(x0, x1):
+                v = ink[y, x]
+                if y > 0 and ink[y - 1, x] > v:
+                    v = ink[y - 1, x]
+                if y + 1 < h and ink[y + 1, x] > v:
+                    v = ink[y + 1, x]
+                tall[x - x0] = v
+                if v > 0.0:
+                    nonzero += 1
+            if 2 * nonzero <= n:  # median 0: most rows of most blocks
+                continue
+            m = np.median(tall[:n])
             out[y, b] = m if m <= max_level else 0.0
         y = 0
         while y < h:
@@ -308,14 +333,17 @@ def _block_row_medians(img, block, max_level, max_thickness):
 
 
 @numba.njit(cache=True)
-def _subtract_background(ink, bg, block):
-    """(ink - bg) / (1 - bg), clipped to [0, 1]: ink crossing a rule keeps its strength."""
+def _subtract_background(ink, bg, block, floor):
+    """(ink - bg) / (1 - bg), clipped to [0, 1] (ink crossing a rule keeps its strength),
+    then values below ``floor`` -> 0 and the rest stretched back to [0, 1]."""
     h, w = ink.shape
     out = np.empty((h, w), np.float32)
+    inv = 1.0 / (1.0 - floor)
     for y in range(h):
         for x in range(w):
             b = bg[y, x // block]
             v = (ink[y, x] - b) / (1.0 - b) if b < 0.999 else 0.0
+            v = (v - floor) * inv
             out[y, x] = 0.0 if v <= 0.0 else (1.0 if v >= 1.0 else v)
     return out
 
@@ -417,8 +445,9 @@ UPRIGHT_RATIO = 1.0  # ... i.e. with this many times more ink vertically than ho
 
 def _halve(ink: np.ndarray) -> np.ndarray:
     """2x2 box downscale."""
-    h, w = ink.shape[0] // 2, ink.shape[1] // 2
-    return np.ascontiguousarray(ink[: 2 * h, : 2 * w].reshape(h, 2, w, 2).mean(axis=(1, 3)), dtype=np.float32)
+    h, w = ink.shape[0] // 2 * 2, ink.shape[1] // 2 * 2
+    a = ink[:h:2, :w:2] + ink[1:h:2, :w:2] + ink[:h:2, 1:w:2] + ink[1:h:2, 1:w:2]
+    return np.ascontiguousarray(a * np.float32(0.25), dtype=np.float32)
 
 
 def _search_image(ink: np.ndarray) -> np.ndarray:
@@ -500,7 +529,34 @@ def deskew(ink: np.ndarray, deg: float, ref_col: float | None = None) -> np.ndar
     ink = np.asarray(ink, dtype=np.float32)
     if ref_col is None:
         ref_col = (ink.shape[1] - 1) / 2.0
-    return np.ascontiguousarray(shear(np.ascontiguousarray(ink.T), -deg, ref_col).T)
+    h, w = ink.shape
+    t, pad, extra = _shear_geometry(w, -deg, ref_col)
+    return _shear_cols(np.ascontiguousarray(ink), t, float(ref_col), pad, h + extra)
+
+
+@numba.njit(cache=True)
+def _shear_cols(ink, t, ref_col, pad, out_h):
+    """out[y + (ref_col - x) * t + pad, x] = ink[y, x], linear interpolation."""
+    h, w = ink.shape
+    out = np.zeros((out_h, w), np.float32)
+    shift = np.empty(w, np.int64)
+    frac = np.empty(w, np.float32)
+    for x in range(w):
+        s = (ref_col - x) * t + pad
+        shift[x] = int(math.floor(s))
+        frac[x] = s - shift[x]
+    for y in range(h):
+        for x in range(w):
+            v = ink[y, x]
+            if v == 0.0:
+                continue
+            yo = y + shift[x]
+            f = frac[x]
+            if 0 <= yo < out_h:
+                out[yo, x] += v * (1.0 - f)
+            if 0 <= yo + 1 < out_h:
+                out[yo + 1, x] += v * f
+    return out
 
 
 # --------------------------------------------------------------------------- shear
@@ -697,17 +753,23 @@ def _apply_rows(img, start, index, weight):
 
 
 @numba.njit(cache=True)
-def _apply_cols(img, start, index, weight):
-    """Resample along axis 1 with CSR weights."""
+def _apply_cols_transposed(img_t, start, index, weight):
+    """Resample along the columns of an image given transposed (W, H) -> transposed (n_out, H).
+
+    Transposed in and out so that the inner loop runs over contiguous rows of H values.
+    """
     n_out = start.size - 1
-    h = img.shape[0]
-    out = np.zeros((h, n_out), np.float32)
-    for y in range(h):
-        for i in range(n_out):
-            acc = 0.0
-            for k in range(start[i], start[i + 1]):
-                acc += weight[k] * img[y, index[k]]
-            out[y, i] = min(acc, 1.0)
+    h = img_t.shape[1]
+    out = np.zeros((n_out, h), np.float32)
+    for i in range(n_out):
+        for k in range(start[i], start[i + 1]):
+            wk = weight[k]
+            src = img_t[index[k]]
+            for y in range(h):
+                out[i, y] += wk * src[y]
+        for y in range(h):
+            if out[i, y] > 1.0:
+                out[i, y] = 1.0
     return out
 
 
@@ -744,7 +806,9 @@ def normalize_height(
     out_w = max(1, int(round(w * scale)))
     scale = out_w / w
     x_edges = np.arange(out_w + 1, dtype=np.float64) / scale
-    return _apply_cols(vertical, *_resample_weights(x_edges, w)), scale
+    out_t = _apply_cols_transposed(np.ascontiguousarray(vertical.T), *_resample_weights(x_edges, w))
+    # (H, W) view of a column-major array: the feature kernel reads the line column by column
+    return out_t.T, scale
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -809,7 +873,7 @@ def preprocess(gray, config: PreprocessConfig | None = None, keep_steps: bool = 
         upper = float(cfg.ascender_height)
         lower = float(cfg.ascender_height + cfg.core_height)
     return PreprocessedLine(
-        ink=np.ascontiguousarray(ink, dtype=np.float32),
+        ink=ink if ink.dtype == np.float32 else ink.astype(np.float32),
         upper_baseline=float(upper),
         lower_baseline=float(lower),
         slant_deg=float(slant),
