@@ -71,8 +71,8 @@ from .data import normalize_text
 from .errors import HwrError
 from .lexicon import PrefixTree, build_prefix_tree, describe_rejected, lexicon_tree, load_lexicon
 from .model import HwrModel
-from .search import (R_UNK_CHAR, R_UNK_WORD, R_WORD, TokenSearch, build_network,
-                     lattice_backward)
+from .search import (R_UNK_CHAR, R_UNK_WORD, R_WORD, TokenSearch, build_network, lattice_backward,
+                     unigram_lookahead)
 
 __all__ = ["WordBox", "Alternative", "Hypothesis", "Recognizer", "frames_to_pixels", "words_from_units",
            "read_emissions", "DEFAULT_BEAM", "DEFAULT_MAX_ACTIVE"]
@@ -81,6 +81,7 @@ DEFAULT_BEAM = 250.0
 DEFAULT_MAX_ACTIVE = 5000
 CONFIDENCE_NBEST = 10
 LATTICE_BEAM = 50.0
+MAX_WIDEN = 8    # a line whose beam lost every hypothesis is redone with 2x, 4x, 8x the beam
 
 
 @dataclass
@@ -303,7 +304,12 @@ class Recognizer:
             self.char_scorer = LmScorer(self.char_lm_model, char_tokens)
             unk_start = self.char_scorer.score(self.char_scorer.NULL, self._sp_token)[1]
         self._unk_start = unk_start
-        net, unit_ids = build_network(topology, transitions, tree, unk_symbols=unk_symbols, **flags)
+        lookahead = None
+        if search_scorer is not None and self.lm_weight > 0:
+            unigram = [search_scorer.score(search_scorer.NULL, w)[0] for w in range(len(tree.word_node))]
+            lookahead = unigram_lookahead(tree, unigram, self.lm_weight)
+        net, unit_ids = build_network(topology, transitions, tree, unk_symbols=unk_symbols,
+                                      lookahead=lookahead, **flags)
         self.search = TokenSearch(
             net, unit_ids, lm_weight=self.lm_weight, word_penalty=self._penalty, beam=self.beam,
             max_active=self.max_active, space_prob=transitions.space_prob, blank_prob=transitions.blank_prob,
@@ -516,7 +522,24 @@ class Recognizer:
         if not np.all(np.isfinite(loglik)):
             # NaN means "no evidence this state fits": impossible, never propagated
             loglik = np.nan_to_num(loglik, nan=-np.inf, posinf=1e30, neginf=-np.inf)
-        return self._result(self.search.run(loglik), len(loglik))
+        out = self.search.run(loglik)
+        widen = 1
+        while len(out.finals.score) == 0 and widen < MAX_WIDEN and math.isfinite(self.beam):
+            # the beam lost every complete hypothesis (e.g. all tokens mid-word at the line end)
+            widen *= 2
+            out = self.search.run(loglik, beam=self.beam * widen, max_active=self.max_active * widen)
+        return self._result(out, len(loglik))
+
+    def set_pruning(self, beam: float, max_active: int | None = None) -> None:
+        """Change ``beam`` (and ``max_active``) without rebuilding the network or LM caches."""
+        if not beam > 0:
+            raise HwrError(f"beam must be > 0, got {beam}")
+        self.beam = float(beam)
+        if max_active is not None:
+            if int(max_active) < 1:
+                raise HwrError("max_active must be >= 1")
+            self.max_active = int(max_active)
+        self.search.set_pruning(self.beam, self.max_active)
 
     def decode_features(self, feats: np.ndarray) -> Hypothesis:
         """Decode normalised features (T, D)."""

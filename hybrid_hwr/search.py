@@ -26,6 +26,11 @@ a *record* (one per word end, or per character of an out-of-lexicon word) and th
 frame where its current word started.  Tokens with the same key recombine (Viterbi):
 the LM state determines every future LM score, so recombination is exact.
 
+LM look-ahead: every tree node carries ``lm_weight`` times the best unigram log
+probability of the words below it (:func:`unigram_lookahead`); tokens pay it on the
+way down the tree and get it back at the word end, where the real n-gram score is
+added.  Only pruning sees it; scores of complete hypotheses are unchanged.
+
 The kernel never calls Python: word-end LM transitions are read from open-addressing
 hash tables ``(LM state, token) -> (ln p, next LM state)`` and an end-of-sentence
 array.  When a frame needs an entry the table lacks, the kernel collects the missing
@@ -75,7 +80,7 @@ C_ACTIVE, C_RECORDS, C_MISSING, C_FINALS, C_USED = range(5)
 UNK_TOKEN = -1   # word-table token of the LM's <unk> (lm.UNK_ID)
 
 Network = namedtuple("Network", [
-    "unit_kind", "unit_state0", "first_child", "n_children", "word_start", "word_ids",
+    "unit_kind", "unit_state0", "unit_la", "first_child", "n_children", "word_start", "word_ids",
     "net_emit", "net_self", "net_next", "net_unit", "net_last", "unk_units", "unk_tok"])
 Tokens = namedtuple("Tokens", ["net", "lm", "aux", "score", "bp", "start"])
 Hash = namedtuple("Hash", ["net", "lm", "aux", "score", "bp", "start", "used"])
@@ -226,7 +231,7 @@ def _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, score, lm, bp, cutoff
     root_first = net.first_child[0]
     for c in range(root_first, root_first + net.n_children[0]):
         s = net.unit_state0[c]
-        v = score + loglik[t, net.net_emit[s]]
+        v = score + net.unit_la[c] + loglik[t, net.net_emit[s]]
         if v > cutoff and v > NEG_INF:
             if not _push(h, cnt, s, lm, 0, v, bp, t):
                 return best, False
@@ -345,7 +350,7 @@ def _final_step(T, net, fp, ip, cur, rec, cnt, wt, ct, eos, miss, fin):
                 e, ok2 = _eos_lookup(eos, ip, miss, cnt, ns)
                 if not ok2:
                     continue
-                y = x + lmw * lp + wp
+                y = x - net.unit_la[u] + lmw * lp + wp
                 r = _new_record(rec, cnt, cur.bp[i], R_WORD, w, cur.start[i], T - 1, y, lp, ns)
                 if r < 0:
                     return S_GROW_RECORDS
@@ -502,7 +507,7 @@ def search_kernel(loglik, t0, net, fp, ip, cur, h, rec, wt, ct, eos, miss, fin, 
                     fc = net.first_child[u]
                     for c in range(fc, fc + net.n_children[u]):
                         s2 = net.unit_state0[c]
-                        v = x + loglik[t, net.net_emit[s2]]
+                        v = x + (net.unit_la[c] - net.unit_la[u]) + loglik[t, net.net_emit[s2]]
                         if v > cutoff and v > NEG_INF:
                             ok = ok and _push(h, cnt, s2, lm, aux, v, bp, st)
                             if v > best:
@@ -513,7 +518,7 @@ def search_kernel(loglik, t0, net, fp, ip, cur, h, rec, wt, ct, eos, miss, fin, 
                         lp, ns, found = _word_lookup(wt, ip, miss, cnt, lm, w)
                         if not found:
                             continue
-                        y = x + lmw * lp + wp
+                        y = x - net.unit_la[u] + lmw * lp + wp
                         # every successor is y + (terms <= 0) + an entry emission: skip dead ends
                         if not (y + succ_emit_max > cutoff):
                             continue
@@ -586,12 +591,14 @@ UNIT_NAMES = ("blank_start", "space", "blank_end", "empty")
 
 
 def build_network(topology, transitions, tree, word_gaps=True, line_blanks=True, allow_empty=True,
-                  unk_symbols=()):
+                  unk_symbols=(), lookahead=None):
     """Flat arrays of the search network of ``tree`` (see the module docstring).
 
     ``word_gaps``: optional space model between words; ``line_blanks``: optional blank at
     the line ends; ``allow_empty``: a line may be blank only; ``unk_symbols``: symbol ids
-    that out-of-lexicon words may use (empty: strict lexicon).  The optional units need
+    that out-of-lexicon words may use (empty: strict lexicon); ``lookahead`` (tree nodes,)
+    the LM look-ahead score of each tree node (see :func:`unigram_lookahead`; None: none).
+    The optional units need
     the topology's space model and are left out without it.
     Returns ``(Network, {unit name: unit id or -1})``.
     """
@@ -625,9 +632,16 @@ def build_network(topology, transitions, tree, word_gaps=True, line_blanks=True,
     first_child[:n_tree] = np.maximum(tree.first_child, 0)
     n_children[:n_tree] = tree.n_children
     word_start = np.concatenate([tree.word_start, np.full(n_units - n_tree, tree.word_start[-1])])
+    unit_la = np.zeros(n_units)
+    if lookahead is not None:
+        unit_la[:n_tree] = lookahead
+        unit_la[0] = 0.0
+        if not np.all(np.isfinite(unit_la) & (unit_la <= 0)):
+            raise ValueError("LM look-ahead scores must be finite and <= 0")
     net = Network(
         unit_kind=unit_kind,
         unit_state0=np.where(n_states > 0, state0, -1).astype(np.int32),
+        unit_la=unit_la,
         first_child=first_child,
         n_children=n_children,
         word_start=word_start.astype(np.int32),
@@ -641,6 +655,23 @@ def build_network(topology, transitions, tree, word_gaps=True, line_blanks=True,
         unk_tok=unk_symbols.copy(),
     )
     return net, unit_ids
+
+
+def unigram_lookahead(tree, word_logp, lm_weight: float) -> np.ndarray:
+    """LM look-ahead of every tree node: ``lm_weight * max ln P(w)`` over the words below it.
+
+    Entering node ``c`` from its parent ``n`` adds ``la[c] - la[n]`` (<= 0), and a word
+    ending at ``n`` first takes ``la[n]`` back before its real LM score is added: final
+    scores are unchanged, but a token pays its likely LM cost as soon as the tree narrows,
+    so that word ends compete fairly with tokens in the middle of long words.
+    """
+    best = np.full(tree.n_nodes, -np.inf)
+    np.maximum.at(best, tree.word_node, np.asarray(word_logp, dtype=np.float64))
+    for d in range(int(tree.depth.max()), 0, -1):
+        nodes = np.flatnonzero(tree.depth == d)
+        np.maximum.at(best, tree.parent[nodes], best[nodes])
+    best[0] = 0.0
+    return np.where(np.isfinite(best), lm_weight * np.minimum(best, 0.0), 0.0)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -782,9 +813,20 @@ class TokenSearch:
             for s in states.tolist():
                 self.eos[s] = self.word_scorer.end_score(s)
 
-    def run(self, loglik: np.ndarray) -> SearchOutput:
-        """Search one line of emission scores (T, S), natural log."""
+    def set_pruning(self, beam: float, max_active: int) -> None:
+        self.fp[F_BEAM] = beam
+        self.ip[I_MAX_ACTIVE] = max_active
+
+    def run(self, loglik: np.ndarray, beam: float | None = None, max_active: int | None = None) -> SearchOutput:
+        """Search one line of emission scores (T, S), natural log (optionally other pruning)."""
         loglik = np.ascontiguousarray(loglik, dtype=np.float64)
+        if beam is not None or max_active is not None:
+            saved = self.fp[F_BEAM], self.ip[I_MAX_ACTIVE]
+            self.set_pruning(beam if beam is not None else saved[0], max_active or saved[1])
+            try:
+                return self.run(loglik)
+            finally:
+                self.set_pruning(*saved)
         self.cnt[:] = 0
         t = 0
         while True:
