@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Rebuild the shipped lexicons (lexicons/) and LMs (lm/) and print their perplexity and
+# OOV rate on the validation splits. Run from the repository root after `make install`:
+#
+#   lm/build.sh [SHARED_DIR]      (default ../shared; add --force to rebuild what exists)
+#
+# Takes about 5 minutes on 2 cores; lmplz is limited to 4 GB of memory.
+set -euo pipefail
+shared=${1:-../shared}
+shift || true
+exec nice .venv/bin/python recipes/build_lms.py --corpora "$shared/corpora" \
+    --valid-en "$shared/data/iamondb/valid.tsv" --valid-fr "$shared/data/copiste/valid.tsv" \
+    --memory 4G "$@"
