@@ -375,12 +375,12 @@ class LmScorer:
 
     def score(self, state_id: int, token_id: int) -> tuple[float, int]:
         """(ln p(token | state), id of the state after it)."""
+        if not -1 <= token_id < self._n - 1:
+            raise IndexError(f"token id {token_id} out of range")
         key = state_id * self._n + token_id + 1
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        if not -1 <= token_id < self._n - 1:
-            raise IndexError(f"token id {token_id} out of range")
         word = UNK if token_id == UNK_ID else self.tokens[token_id]
         out = self._kenlm.State()
         log10p = self.model.BaseScore(self._states[state_id], word, out)

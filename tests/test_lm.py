@@ -94,6 +94,8 @@ def test_scorer_matches_kenlm_full_scores(arpa):
     # "zebra" is out of vocabulary: scored like <unk>
     assert scorer.score(scorer.BOS, len(tokens) - 1)[0] == scorer.score(scorer.BOS, UNK_ID)[0]
     assert list(scorer.in_vocabulary()) == [True] * (len(tokens) - 1) + [False]
+    with pytest.raises(IndexError):
+        scorer.score(scorer.BOS, len(tokens))
 
 
 def test_state_cache_gives_direct_query_scores(arpa):
