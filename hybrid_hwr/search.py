@@ -75,7 +75,9 @@ N_FPARAMS = 8
  I_UNK_END_TOK, I_N_WTOK, I_N_CTOK, I_U_BLANK_START, I_U_SPACE, I_U_BLANK_END, I_U_EMPTY) = range(15)
 N_IPARAMS = 15
 # counters shared by driver and kernel
-C_ACTIVE, C_RECORDS, C_MISSING, C_FINALS, C_USED = range(5)
+C_ACTIVE, C_RECORDS, C_MISSING, C_FINALS, C_USED, C_EVENTS, C_PHASE, C_FRAME_RECORDS = range(8)
+# queued word-end events
+EV_WORD, EV_UNK = 0, 1
 
 UNK_TOKEN = -1   # word-table token of the LM's <unk> (lm.UNK_ID)
 
@@ -88,6 +90,7 @@ Records = namedtuple("Records", ["prev", "kind", "token", "start", "end", "score
 Table = namedtuple("Table", ["keys", "logp", "next"])
 Finals = namedtuple("Finals", ["score", "rec", "lm_state"])
 Missing = namedtuple("Missing", ["kind", "state", "token"])
+Events = namedtuple("Events", ["kind", "score", "lm", "aux", "bp", "start", "unit", "word"])
 
 
 # ----------------------------------------------------------------------------- kernel helpers
@@ -418,27 +421,200 @@ def _unk_symbol(net, u):
 # ----------------------------------------------------------------------------- the kernel
 
 @numba.njit(cache=True)
-def search_kernel(loglik, t0, net, fp, ip, cur, h, rec, wt, ct, eos, miss, fin, cnt):
-    """Frame-synchronous token passing from frame ``t0`` to the end of the line.
+def _word_end_lookups(ev, e, net, ip, wt, ct, miss, cnt):
+    """True when every LM entry that event ``e`` needs is in the tables (else requests them)."""
+    ok = True
+    if ev.kind[e] == EV_WORD:
+        _, _, ok = _word_lookup(wt, ip, miss, cnt, ev.lm[e], ev.word[e])
+    else:
+        aux = ev.aux[e]
+        for j in range(net.unk_units.shape[0]):
+            _, _, found = _char_lookup(ct, ip, miss, cnt, aux, net.unk_tok[j])
+            ok = ok and found
+        _, _, found = _char_lookup(ct, ip, miss, cnt, aux, ip[I_UNK_END_TOK])
+        ok = ok and found
+        _, _, found = _word_lookup(wt, ip, miss, cnt, ev.lm[e], UNK_TOKEN)
+        ok = ok and found
+    return ok
 
-    ``cur`` holds the active tokens after frame ``t0 - 1`` (scores include its emission).
-    Returns ``(status, t)``: ``S_DONE`` (finals in ``fin``), or the frame ``t`` to resume at
-    after the driver filled the missing LM entries (``S_NEED_LM``) or grew the token
-    (``S_GROW_TOKENS``) or record (``S_GROW_RECORDS``) arrays; frame ``t`` was rolled back.
-    ``t == T`` stands for the line-end step.
-    """
-    T = loglik.shape[0]
+
+@numba.njit(cache=True)
+def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best, succ_emit_max):
+    """Phase 2 of a frame: the word ends (and out-of-lexicon letters) of phase 1, whose LM
+    entries are all in the tables. Returns (status, best)."""
     lmw = fp[F_LM_WEIGHT]
     wp = fp[F_WORD_PENALTY]
     beam = fp[F_BEAM]
-    max_active = ip[I_MAX_ACTIVE]
+    cutoff = best - beam
+    for e in range(cnt[C_EVENTS]):
+        x = ev.score[e]
+        lm = ev.lm[e]
+        bp = ev.bp[e]
+        u = ev.unit[e]
+        if ev.kind[e] == EV_WORD:
+            w = ev.word[e]
+            lp, ns, _ = _word_lookup(wt, ip, miss, cnt, lm, w)
+            y = x - net.unit_la[u] + lmw * lp + wp
+            # every successor is y + (terms <= 0) + an entry emission: skip dead ends
+            if not (y + succ_emit_max > cutoff):
+                continue
+            r = _new_record(rec, cnt, bp, R_WORD, w, ev.start[e], t - 1, y, lp, ns)
+            if r < 0:
+                return S_GROW_RECORDS, best
+            best, ok = _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, ns, r, cutoff, best)
+            if not ok:
+                return S_GROW_TOKENS, best
+            cutoff = best - beam
+        else:
+            # an out-of-lexicon letter ends: a letter record, then the next letter or the word end
+            aux = ev.aux[e]
+            c = _new_record(rec, cnt, bp, R_UNK_CHAR, ev.word[e], ev.start[e], t - 1, x, 0.0, aux)
+            if c < 0:
+                return S_GROW_RECORDS, best
+            for j in range(net.unk_units.shape[0]):
+                s2 = net.unit_state0[net.unk_units[j]]
+                lp, q, _ = _char_lookup(ct, ip, miss, cnt, aux, net.unk_tok[j])
+                v = x + lmw * lp + loglik[t, net.net_emit[s2]]
+                if v > cutoff and v > NEG_INF:
+                    if not _push(h, cnt, s2, lm, q, v, c, t):
+                        return S_GROW_TOKENS, best
+                    if v > best:
+                        best = v
+                        cutoff = best - beam
+            lp_sp, _, _ = _char_lookup(ct, ip, miss, cnt, aux, ip[I_UNK_END_TOK])
+            lp, ns, _ = _word_lookup(wt, ip, miss, cnt, lm, UNK_TOKEN)
+            y = x + lmw * (lp + lp_sp) + wp + fp[F_UNK_PENALTY]
+            if not (y + succ_emit_max > cutoff):
+                continue
+            r = _new_record(rec, cnt, c, R_UNK_WORD, UNK_TOKEN, -1, t - 1, y, lp, ns)
+            if r < 0:
+                return S_GROW_RECORDS, best
+            best, ok = _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, ns, r, cutoff, best)
+            if not ok:
+                return S_GROW_TOKENS, best
+            cutoff = best - beam
+    return S_DONE, best
+
+
+@numba.njit(cache=True)
+def _add_event(ev, cnt, kind, x, lm, aux, bp, start, unit, word):
+    n = cnt[C_EVENTS]
+    if n >= ev.kind.shape[0]:
+        return False
+    ev.kind[n] = kind
+    ev.score[n] = x
+    ev.lm[n] = lm
+    ev.aux[n] = aux
+    ev.bp[n] = bp
+    ev.start[n] = start
+    ev.unit[n] = unit
+    ev.word[n] = word
+    cnt[C_EVENTS] = n + 1
+    return True
+
+
+@numba.njit(cache=True)
+def _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_emit_max):
+    """Phase 1 of a frame: every transition that needs no LM entry; word ends and
+    out-of-lexicon letter ends go to ``ev``. Returns (status, best)."""
+    beam = fp[F_BEAM]
+    best = NEG_INF
+    cutoff = NEG_INF
+    if t == 0:
+        start = 0.0
+        if ip[I_LINE_BLANKS] != 0 and ip[I_U_BLANK_START] >= 0:
+            s = net.unit_state0[ip[I_U_BLANK_START]]
+            v = fp[F_BLANK_ENTER] + loglik[0, net.net_emit[s]]
+            if v > NEG_INF:
+                if not _push(h, cnt, s, ip[I_BOS], 0, v, -1, 0):
+                    return S_GROW_TOKENS, best
+                best = max(best, v)
+            start = fp[F_BLANK_SKIP]
+        best, ok = _enter_words(0, loglik, net, fp, ip, h, cnt, ct, miss, start, ip[I_BOS], -1, NEG_INF, best)
+        if not ok:
+            return S_GROW_TOKENS, best
+        if ip[I_ALLOW_EMPTY] != 0 and ip[I_U_EMPTY] >= 0:
+            s = net.unit_state0[ip[I_U_EMPTY]]
+            v = loglik[0, net.net_emit[s]]
+            if v > NEG_INF:
+                if not _push(h, cnt, s, ip[I_BOS], 0, v, -1, 0):
+                    return S_GROW_TOKENS, best
+                best = max(best, v)
+        return S_DONE, best
     has_unk = ip[I_HAS_UNK] != 0
+    for i in range(cnt[C_ACTIVE]):
+        s = cur.net[i]
+        lm = cur.lm[i]
+        aux = cur.aux[i]
+        sc = cur.score[i]
+        bp = cur.bp[i]
+        st = cur.start[i]
+        v = sc + net.net_self[s] + loglik[t, net.net_emit[s]]
+        if v > cutoff and v > NEG_INF:
+            if not _push(h, cnt, s, lm, aux, v, bp, st):
+                return S_GROW_TOKENS, best
+            if v > best:
+                best = v
+                cutoff = best - beam
+        if not net.net_last[s]:
+            v = sc + net.net_next[s] + loglik[t, net.net_emit[s + 1]]
+            if v > cutoff and v > NEG_INF:
+                if not _push(h, cnt, s + 1, lm, aux, v, bp, st):
+                    return S_GROW_TOKENS, best
+                if v > best:
+                    best = v
+                    cutoff = best - beam
+            continue
+        x = sc + net.net_next[s]
+        if not (x + succ_emit_max > cutoff):
+            continue    # no successor of this exit can survive
+        u = net.net_unit[s]
+        kind = net.unit_kind[u]
+        if kind == K_TREE:
+            fc = net.first_child[u]
+            for c in range(fc, fc + net.n_children[u]):
+                s2 = net.unit_state0[c]
+                v = x + (net.unit_la[c] - net.unit_la[u]) + loglik[t, net.net_emit[s2]]
+                if v > cutoff and v > NEG_INF:
+                    if not _push(h, cnt, s2, lm, aux, v, bp, st):
+                        return S_GROW_TOKENS, best
+                    if v > best:
+                        best = v
+                        cutoff = best - beam
+            for k in range(net.word_start[u], net.word_start[u + 1]):
+                if not _add_event(ev, cnt, EV_WORD, x, lm, aux, bp, st, u, net.word_ids[k]):
+                    return S_GROW_TOKENS, best
+        elif kind == K_SPACE or kind == K_BLANK_START:
+            best, ok = _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, x, lm, bp, cutoff, best)
+            if not ok:
+                return S_GROW_TOKENS, best
+            cutoff = best - beam
+        elif kind == K_UNK and has_unk:
+            if not _add_event(ev, cnt, EV_UNK, x, lm, aux, bp, st, u, _unk_symbol(net, u)):
+                return S_GROW_TOKENS, best
+    return S_DONE, best
+
+
+@numba.njit(cache=True)
+def search_kernel(loglik, t0, net, fp, ip, cur, h, rec, ev, wt, ct, eos, miss, fin, cnt, best_state):
+    """Frame-synchronous token passing from frame ``t0`` to the end of the line.
+
+    ``cur`` holds the active tokens after frame ``t0 - 1`` (scores include its emission).
+    Each frame runs in two phases: (1) every transition that needs no LM entry, word
+    ends queued in ``ev``; (2) once the tables hold every entry the queued word ends
+    need, their records and successors.  Returns ``(status, t)``: ``S_DONE`` (finals in
+    ``fin``), or the frame ``t`` to resume at after the driver filled the missing LM
+    entries (``S_NEED_LM``: phase 1 is kept, ``cnt[C_PHASE] == 1``), or grew the token
+    (``S_GROW_TOKENS``) or record (``S_GROW_RECORDS``) arrays (frame ``t`` rolled back).
+    ``t == T`` stands for the line-end step.
+    """
+    T = loglik.shape[0]
     root_first = net.first_child[0]
     root_n = net.n_children[0]
     for t in range(t0, T + 1):
-        n_rec0 = cnt[C_RECORDS]
         cnt[C_MISSING] = 0
         if t == T:
+            n_rec0 = cnt[C_RECORDS]
             status = _final_step(T, net, fp, ip, cur, rec, cnt, wt, ct, eos, miss, fin)
             if status == S_DONE and cnt[C_MISSING] > 0:
                 status = S_NEED_LM
@@ -455,130 +631,30 @@ def search_kernel(loglik, t0, net, fp, ip, cur, h, rec, wt, ct, eos, miss, fin, 
                 succ_emit_max = max(succ_emit_max, loglik[t, net.net_emit[net.unit_state0[u]]])
         for j in range(net.unk_units.shape[0]):
             succ_emit_max = max(succ_emit_max, loglik[t, net.net_emit[net.unit_state0[net.unk_units[j]]]])
-        best = NEG_INF
-        cutoff = NEG_INF
-        ok = True
-        if t == 0:
-            start = 0.0
-            if ip[I_LINE_BLANKS] != 0 and ip[I_U_BLANK_START] >= 0:
-                s = net.unit_state0[ip[I_U_BLANK_START]]
-                v = fp[F_BLANK_ENTER] + loglik[0, net.net_emit[s]]
-                if v > NEG_INF:
-                    ok = _push(h, cnt, s, ip[I_BOS], 0, v, -1, 0)
-                    best = max(best, v)
-                start = fp[F_BLANK_SKIP]
-            if ok:
-                best, ok = _enter_words(0, loglik, net, fp, ip, h, cnt, ct, miss, start, ip[I_BOS], -1,
-                                        NEG_INF, best)
-            if ok and ip[I_ALLOW_EMPTY] != 0 and ip[I_U_EMPTY] >= 0:
-                s = net.unit_state0[ip[I_U_EMPTY]]
-                v = loglik[0, net.net_emit[s]]
-                if v > NEG_INF:
-                    ok = _push(h, cnt, s, ip[I_BOS], 0, v, -1, 0)
-                    best = max(best, v)
-        else:
-            for i in range(cnt[C_ACTIVE]):
-                if not ok:
-                    break
-                s = cur.net[i]
-                lm = cur.lm[i]
-                aux = cur.aux[i]
-                sc = cur.score[i]
-                bp = cur.bp[i]
-                st = cur.start[i]
-                v = sc + net.net_self[s] + loglik[t, net.net_emit[s]]
-                if v > cutoff and v > NEG_INF:
-                    ok = _push(h, cnt, s, lm, aux, v, bp, st)
-                    if v > best:
-                        best = v
-                        cutoff = best - beam
-                if not net.net_last[s]:
-                    v = sc + net.net_next[s] + loglik[t, net.net_emit[s + 1]]
-                    if v > cutoff and v > NEG_INF:
-                        ok = ok and _push(h, cnt, s + 1, lm, aux, v, bp, st)
-                        if v > best:
-                            best = v
-                            cutoff = best - beam
-                    continue
-                x = sc + net.net_next[s]
-                u = net.net_unit[s]
-                kind = net.unit_kind[u]
-                if kind == K_TREE:
-                    fc = net.first_child[u]
-                    for c in range(fc, fc + net.n_children[u]):
-                        s2 = net.unit_state0[c]
-                        v = x + (net.unit_la[c] - net.unit_la[u]) + loglik[t, net.net_emit[s2]]
-                        if v > cutoff and v > NEG_INF:
-                            ok = ok and _push(h, cnt, s2, lm, aux, v, bp, st)
-                            if v > best:
-                                best = v
-                                cutoff = best - beam
-                    for k in range(net.word_start[u], net.word_start[u + 1]):
-                        w = net.word_ids[k]
-                        lp, ns, found = _word_lookup(wt, ip, miss, cnt, lm, w)
-                        if not found:
-                            continue
-                        y = x - net.unit_la[u] + lmw * lp + wp
-                        # every successor is y + (terms <= 0) + an entry emission: skip dead ends
-                        if not (y + succ_emit_max > cutoff):
-                            continue
-                        r = _new_record(rec, cnt, bp, R_WORD, w, st, t - 1, y, lp, ns)
-                        if r < 0:
-                            _clear_hash(h, cnt)
-                            cnt[C_RECORDS] = n_rec0
-                            return S_GROW_RECORDS, t
-                        best, ok2 = _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, ns, r, cutoff, best)
-                        ok = ok and ok2
-                        cutoff = best - beam
-                elif kind == K_SPACE or kind == K_BLANK_START:
-                    best, ok2 = _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, x, lm, bp, cutoff, best)
-                    ok = ok and ok2
-                    cutoff = best - beam
-                elif kind == K_UNK and has_unk:
-                    # the letter ends: a character record, then the next letter or the word end
-                    if not (x + succ_emit_max > cutoff):
-                        continue
-                    j = _unk_symbol(net, u)
-                    c = _new_record(rec, cnt, bp, R_UNK_CHAR, j, st, t - 1, x, 0.0, aux)
-                    if c < 0:
-                        _clear_hash(h, cnt)
-                        cnt[C_RECORDS] = n_rec0
-                        return S_GROW_RECORDS, t
-                    for j2 in range(net.unk_units.shape[0]):
-                        s2 = net.unit_state0[net.unk_units[j2]]
-                        v0 = x + loglik[t, net.net_emit[s2]]
-                        if not (v0 > cutoff):
-                            continue
-                        lp, q, found = _char_lookup(ct, ip, miss, cnt, aux, net.unk_tok[j2])
-                        if not found:
-                            continue
-                        v = v0 + lmw * lp
-                        if v > cutoff and v > NEG_INF:
-                            ok = ok and _push(h, cnt, s2, lm, q, v, c, t)
-                            if v > best:
-                                best = v
-                                cutoff = best - beam
-                    lp_sp, q2, f0 = _char_lookup(ct, ip, miss, cnt, aux, ip[I_UNK_END_TOK])
-                    lp, ns, f1 = _word_lookup(wt, ip, miss, cnt, lm, UNK_TOKEN)
-                    if f0 and f1:
-                        y = x + lmw * (lp + lp_sp) + wp + fp[F_UNK_PENALTY]
-                        r = _new_record(rec, cnt, c, R_UNK_WORD, UNK_TOKEN, -1, t - 1, y, lp, ns)
-                        if r < 0:
-                            _clear_hash(h, cnt)
-                            cnt[C_RECORDS] = n_rec0
-                            return S_GROW_RECORDS, t
-                        best, ok2 = _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, ns, r, cutoff, best)
-                        ok = ok and ok2
-                        cutoff = best - beam
-        if not ok:
-            _clear_hash(h, cnt)
-            cnt[C_RECORDS] = n_rec0
-            return S_GROW_TOKENS, t
+        if cnt[C_PHASE] == 0:
+            cnt[C_EVENTS] = 0
+            cnt[C_FRAME_RECORDS] = cnt[C_RECORDS]
+            status, best = _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_emit_max)
+            if status != S_DONE:
+                _clear_hash(h, cnt)
+                return status, t
+            best_state[0] = best
+            cnt[C_PHASE] = 1
+        # phase 2: all LM entries of the queued word ends, or ask for them
+        for e in range(cnt[C_EVENTS]):
+            _word_end_lookups(ev, e, net, ip, wt, ct, miss, cnt)
         if cnt[C_MISSING] > 0:
-            _clear_hash(h, cnt)
-            cnt[C_RECORDS] = n_rec0
             return S_NEED_LM, t
-        _prune(h, cnt, cur, beam, max_active, best)
+        status, best = _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best_state[0],
+                                        succ_emit_max)
+        cnt[C_PHASE] = 0
+        if status == S_DONE and cnt[C_MISSING] > 0:
+            status = S_GROW_TOKENS   # cannot happen (entries checked above); redo the frame safely
+        if status != S_DONE:
+            _clear_hash(h, cnt)
+            cnt[C_RECORDS] = cnt[C_FRAME_RECORDS]
+            return status, t
+        _prune(h, cnt, cur, fp[F_BEAM], ip[I_MAX_ACTIVE], best)
         if cnt[C_ACTIVE] == 0:
             cnt[C_FINALS] = 0
             return S_DONE, T      # nothing can be reached: the line is impossible
@@ -692,10 +768,15 @@ class LmTable:
     def _empty(capacity):
         return Table(np.full(capacity, -1, dtype=np.int64), np.zeros(capacity), np.zeros(capacity, dtype=np.int32))
 
-    def add(self, states, tokens):
-        """Score the (state, token) pairs (unique, absent) with the scorer and store them."""
-        logp, nxt = self.scorer.score_many(states, tokens)
+    def add(self, states, tokens, missing_only=False):
+        """Score the (state, token) pairs (unique; absent unless ``missing_only``) and store them."""
         keys = states.astype(np.int64) * self.n_tokens + tokens.astype(np.int64) + 1
+        if missing_only:
+            absent = np.array([_table_find(self.table, k) < 0 for k in keys.tolist()], dtype=bool)
+            states, tokens, keys = states[absent], tokens[absent], keys[absent]
+        if len(keys) == 0:
+            return
+        logp, nxt = self.scorer.score_many(states, tokens)
         if 2 * (self.size + len(keys)) > len(self.table.keys):
             capacity = len(self.table.keys)
             while 2 * (self.size + len(keys)) > capacity:
@@ -768,10 +849,14 @@ class TokenSearch:
         self.chars = LmTable(char_scorer, n_chars)
         self.eos = np.full(16, np.nan)
         self.missing = Missing(np.zeros(4096, np.int8), np.zeros(4096, np.int32), np.zeros(4096, np.int32))
-        self.cnt = np.zeros(5, dtype=np.int64)
+        self.cnt = np.zeros(8, dtype=np.int64)
+        self.best_state = np.zeros(1)
         self._alloc_tokens(1 << 12)
         self._alloc_records(1 << 14)
         self.n_lm_requests = 0
+        if has_unk:   # the first letter of an out-of-lexicon word: always from the same state
+            row = np.append(network.unk_tok, unk_end_token).astype(np.int32)
+            self.chars.add(np.full(len(row), unk_start_state, dtype=np.int32), row)
 
     def _alloc_tokens(self, capacity, keep=0):
         old = getattr(self, "cur", None)
@@ -784,6 +869,9 @@ class TokenSearch:
                          np.zeros(capacity), np.zeros(capacity, np.int32), np.zeros(capacity, np.int32),
                          np.zeros(capacity, np.int32))
         self.fin = Finals(np.zeros(capacity), np.zeros(capacity, np.int32), np.zeros(capacity, np.int32))
+        self.ev = Events(np.zeros(capacity, np.int8), np.zeros(capacity), np.zeros(capacity, np.int32),
+                         np.zeros(capacity, np.int32), np.zeros(capacity, np.int32), np.zeros(capacity, np.int32),
+                         np.zeros(capacity, np.int32), np.zeros(capacity, np.int32))
 
     def _alloc_records(self, capacity, keep=0):
         old = getattr(self, "rec", None)
@@ -795,17 +883,23 @@ class TokenSearch:
                 new[:keep] = prev[:keep]
 
     def _serve(self):
+        """Fill the tables with the entries the kernel asked for."""
         n = int(self.cnt[C_MISSING])
         self.n_lm_requests += n
-        kind = self.missing.kind[:n]
-        for code, table in ((M_WORD, self.words), (M_CHAR, self.chars)):
-            sel = kind == code
-            if np.any(sel):
-                pairs = np.unique(np.stack([self.missing.state[:n][sel], self.missing.token[:n][sel]], 1), axis=0)
-                table.add(pairs[:, 0], pairs[:, 1])
+        kind, state, token = (a[:n] for a in self.missing)
+        sel = kind == M_WORD
+        if np.any(sel):
+            keys = np.unique(state[sel].astype(np.int64) * self.words.n_tokens + token[sel] + 1)
+            self.words.add(keys // self.words.n_tokens, keys % self.words.n_tokens - 1)
+        sel = kind == M_CHAR
+        if np.any(sel):
+            # a new character-LM state will be asked for every letter: fill its whole row
+            states = np.unique(state[sel])
+            row = np.append(self.net.unk_tok, self.ip[I_UNK_END_TOK])
+            self.chars.add(np.repeat(states, len(row)), np.tile(row, len(states)), missing_only=True)
         sel = kind == M_EOS
         if np.any(sel):
-            states = np.unique(self.missing.state[:n][sel])
+            states = np.unique(state[sel])
             if states.max() >= len(self.eos):
                 grown = np.full(max(2 * len(self.eos), int(states.max()) + 1), np.nan)
                 grown[:len(self.eos)] = self.eos
@@ -831,8 +925,8 @@ class TokenSearch:
         t = 0
         while True:
             status, t = search_kernel(loglik, t, self.net, self.fp, self.ip, self.cur, self.hash, self.rec,
-                                      self.words.table, self.chars.table, self.eos, self.missing, self.fin,
-                                      self.cnt)
+                                      self.ev, self.words.table, self.chars.table, self.eos, self.missing,
+                                      self.fin, self.cnt, self.best_state)
             if status == S_DONE:
                 break
             if status == S_NEED_LM:
