@@ -103,7 +103,9 @@ class PreprocessedLine:
     """The result of :func:`preprocess` for one line image.
 
     ``ink`` has height ``config.height`` (72) when height normalisation is on; the core zone
-    is then rows ``[upper_baseline, lower_baseline)`` = ``[18, 54)``.  Normalised x maps back
+    is then rows ``[upper_baseline, lower_baseline)`` = ``[18, 54)``.  A normalised ``ink`` is
+    stored column by column (Fortran order: ``ink.T`` is contiguous, which the feature
+    kernel reads); use ``np.ascontiguousarray`` where C order matters.  Normalised x maps back
     to original-image x by ``x_to_original`` (exact at the core-zone centre; the slant
     correction shifts other rows by ``(row - core centre) * tan(slant)``).
     """
@@ -172,8 +174,10 @@ def _block_percentiles(gray, block_width, q):
     nb = (w + block_width - 1) // block_width
     hist = np.zeros((nb, 256), np.int64)
     for y in range(h):
-        for x in range(w):
-            hist[x // block_width, gray[y, x]] += 1
+        for b in range(nb):
+            hb = hist[b]
+            for x in range(b * block_width, min(w, (b + 1) * block_width)):
+                hb[gray[y, x]] += 1
     out = np.empty(nb, np.float32)
     for b in range(nb):
         total = 0
@@ -297,32 +301,33 @@ def _block_row_medians(ink, block, max_level, max_thickness):
     h, w = ink.shape
     nb = (w + block - 1) // block
     out = np.zeros((h, nb), np.float32)
-    tall = np.empty(block, np.float32)
-    for b in range(nb):
-        x0 = b * block
-        x1 = min(w, x0 + block)
-        if x1 - x0 < block // 2 and b > 0:  # short last block: same rules as its neighbour
-            out[:, b] = out[:, b - 1]
-            continue
-        n = x1 - x0
-        for y in range(h):
+    tall = np.empty(w, np.float32)
+    for y in range(h):
+        above = ink[max(y - 1, 0)]
+        row = ink[y]
+        below = ink[min(y + 1, h - 1)]
+        for x in range(w):
+            tall[x] = max(above[x], row[x], below[x])
+        for b in range(nb):
+            x0 = b * block
+            x1 = min(w, x0 + block)
+            if x1 - x0 < block // 2 and b > 0:  # short last block: see below
+                continue
+            n = x1 - x0
             nonzero = 0
             for x in range(x0, x1):
-                v = ink[y, x]
-                if y > 0 and ink[y - 1, x] > v:
-                    v = ink[y - 1, x]
-                if y + 1 < h and ink[y + 1, x] > v:
-                    v = ink[y + 1, x]
-                tall[x - x0] = v
-                if v > 0.0:
-                    nonzero += 1
+                nonzero += tall[x] > 0.0
             if 2 * nonzero <= n:  # median 0 (not a rule): most rows of most blocks
                 continue
-            values = np.sort(tall[:n])
+            values = np.sort(tall[x0:x1])
             # a rule: its median is its level; a somewhat higher percentile leaves fewer
             # fragments of its darker pixels (strokes crossing it are the top ~20%)
             m = values[(n * 3) // 5]
             out[y, b] = m if values[n // 2] <= max_level else 0.0
+    for b in range(nb):
+        if b > 0 and min(w, (b + 1) * block) - b * block < block // 2:
+            out[:, b] = out[:, b - 1]  # short last block: same rules as its neighbour
+            continue
         y = 0
         while y < h:
             if out[y, b] > 0.0:
@@ -342,14 +347,17 @@ def _subtract_background(ink, bg, block, floor):
     """(ink - bg) / (1 - bg), clipped to [0, 1] (ink crossing a rule keeps its strength),
     then values below ``floor`` -> 0 and the rest stretched back to [0, 1]."""
     h, w = ink.shape
+    nb = bg.shape[1]
     out = np.empty((h, w), np.float32)
-    inv = 1.0 / (1.0 - floor)
     for y in range(h):
-        for x in range(w):
-            b = bg[y, x // block]
-            v = (ink[y, x] - b) / (1.0 - b) if b < 0.999 else 0.0
-            v = (v - floor) * inv
-            out[y, x] = 0.0 if v <= 0.0 else (1.0 if v >= 1.0 else v)
+        for k in range(nb):
+            b = bg[y, k]
+            # ((v - b) / (1 - b) - floor) / (1 - floor) = v * scale - offset
+            scale = 1.0 / ((1.0 - b) * (1.0 - floor)) if b < 0.999 else 0.0
+            offset = (b / (1.0 - b) + floor) / (1.0 - floor) if b < 0.999 else 1.0
+            for x in range(k * block, min(w, (k + 1) * block)):
+                v = ink[y, x] * scale - offset
+                out[y, x] = 0.0 if v <= 0.0 else (1.0 if v >= 1.0 else v)
     return out
 
 
