@@ -6,20 +6,22 @@
 # DATASET_DIR holds train.tsv, valid.tsv, test.tsv and lines/ (e.g. ../shared/data/iamondb).
 # Every stage writes its result into EXP_DIR and is resumable: rerun with the stage number
 # to continue. Environment: JOBS (default 2), STATES, MIXTURES, ITERATIONS, PENALTIES (the
-# character-insertion penalties tried on valid), VALID_LIMIT (lines of valid used for tuning).
+# character-insertion penalties tried on valid), VALID_LIMIT (lines of valid used for tuning),
+# FRONTEND (front-end options of `hybrid-hwr train`, e.g. "--shift 5").
 set -euo pipefail
 data=${1:?DATASET_DIR}; exp=${2:?EXP_DIR}; stage=${3:-1}
 JOBS=${JOBS:-2}; STATES=${STATES:-7}; MIXTURES=${MIXTURES:-16}; ITERATIONS=${ITERATIONS:-3}
-PENALTIES=${PENALTIES:-"0 2 4 8"}; VALID_LIMIT=${VALID_LIMIT:-400}
+PENALTIES=${PENALTIES:-"0 4 8"}; VALID_LIMIT=${VALID_LIMIT:-400}; FRONTEND=${FRONTEND:-"--shift 5"}
 HWR=${HWR:-hybrid-hwr}
 mkdir -p "$exp"
 
 if [ "$stage" -le 1 ]; then   # 1. embedded training, checkpoint after every iteration
   resume=""; [ -f "$exp/model/model.json" ] && resume="--resume"
-  /usr/bin/time -v -o "$exp/train.time" \
-    $HWR train --train "$data/train.tsv" --valid "$data/valid.tsv" --emission gmm \
+  start=$(date +%s)
+  $HWR train --train "$data/train.tsv" --valid "$data/valid.tsv" --emission gmm \
       --states "$STATES" --mixtures "$MIXTURES" --iterations "$ITERATIONS" --jobs "$JOBS" \
-      $resume -o "$exp/model" 2>&1 | tee -a "$exp/train.log"
+      $FRONTEND $resume -o "$exp/model" 2>&1 | tee -a "$exp/train.log"
+  echo "train wall seconds: $(( $(date +%s) - start )) (jobs $JOBS)" >> "$exp/train.time"
 fi
 
 if [ "$stage" -le 2 ]; then   # 2. tune the character-insertion penalty on valid
