@@ -94,6 +94,7 @@ class WordBox:
     x_start: float = float("nan")
     x_end: float = float("nan")
     confidence: float = 1.0
+    oov: bool = False       # spelled by the character LM (open vocabulary), not a lexicon word
 
 
 @dataclass
@@ -358,7 +359,7 @@ class Recognizer:
 
     def _word_boxes(self, items) -> list[WordBox]:
         if self.mode == "lexicon":
-            return [WordBox(it.text, it.start, it.end) for it in items]
+            return [WordBox(it.text, it.start, it.end, oov=it.token == -1) for it in items]
         space = self.model.topology.space_id
         units = [_Unit(it.token, it.start, it.end) for it in items]
         return words_from_units(units, self.model.alphabet.symbols, space)

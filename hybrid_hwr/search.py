@@ -56,6 +56,9 @@ import numpy as np
 from .errors import HwrError
 
 NEG_INF = -np.inf
+# typed constants: numba compiles a function once per literal argument value otherwise
+ZERO = np.int64(0)
+MINUS1 = np.int64(-1)
 
 # unit kinds
 K_ROOT, K_TREE, K_BLANK_START, K_SPACE, K_BLANK_END, K_EMPTY, K_UNK = 0, 1, 2, 3, 4, 5, 6
@@ -95,7 +98,7 @@ Events = namedtuple("Events", ["kind", "score", "lm", "aux", "bp", "start", "uni
 
 # ----------------------------------------------------------------------------- kernel helpers
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True)
 def _mix(a, b, c):
     h = np.uint64(a) * np.uint64(0x9E3779B97F4A7C15)
     h ^= np.uint64(b) * np.uint64(0xC2B2AE3D27D4EB4F)
@@ -107,7 +110,7 @@ def _mix(a, b, c):
 def _table_find(table, key):
     """Slot of ``key`` in an open-addressing table, -1 if absent."""
     mask = table.keys.shape[0] - 1
-    i = np.int64(_mix(key, 0, 0) & np.uint64(mask))
+    i = np.int64(_mix(key, ZERO, ZERO) & np.uint64(mask))
     while True:
         k = table.keys[i]
         if k == key:
@@ -123,7 +126,7 @@ def table_put(table, keys, logp, nxt):
     mask = table.keys.shape[0] - 1
     for j in range(keys.shape[0]):
         key = keys[j]
-        i = np.int64(_mix(key, 0, 0) & np.uint64(mask))
+        i = np.int64(_mix(key, ZERO, ZERO) & np.uint64(mask))
         while table.keys[i] != -1 and table.keys[i] != key:
             i = (i + 1) & mask
         table.keys[i] = key
@@ -203,7 +206,7 @@ def _word_lookup(wt, ip, miss, cnt, state, token):
         return 0.0, 0, True
     slot = _table_find(wt, np.int64(state) * ip[I_N_WTOK] + token + 1)
     if slot < 0:
-        _request(miss, cnt, M_WORD, state, token)
+        _request(miss, cnt, np.int64(M_WORD), state, token)
         return 0.0, 0, False
     return wt.logp[slot], wt.next[slot], True
 
@@ -212,7 +215,7 @@ def _word_lookup(wt, ip, miss, cnt, state, token):
 def _char_lookup(ct, ip, miss, cnt, state, token):
     slot = _table_find(ct, np.int64(state) * ip[I_N_CTOK] + token + 1)
     if slot < 0:
-        _request(miss, cnt, M_CHAR, state, token)
+        _request(miss, cnt, np.int64(M_CHAR), state, token)
         return 0.0, 0, False
     return ct.logp[slot], ct.next[slot], True
 
@@ -223,7 +226,7 @@ def _eos_lookup(eos, ip, miss, cnt, state):
         return 0.0, True
     if state < eos.shape[0] and not np.isnan(eos[state]):
         return eos[state], True
-    _request(miss, cnt, M_EOS, state, 0)
+    _request(miss, cnt, np.int64(M_EOS), state, ZERO)
     return 0.0, False
 
 
@@ -236,7 +239,7 @@ def _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, score, lm, bp, cutoff
         s = net.unit_state0[c]
         v = score + net.unit_la[c] + loglik[t, net.net_emit[s]]
         if v > cutoff and v > NEG_INF:
-            if not _push(h, cnt, s, lm, 0, v, bp, t):
+            if not _push(h, cnt, s, lm, ZERO, v, bp, t):
                 return best, False
             if v > best:
                 best = v
@@ -267,7 +270,7 @@ def _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, lm, bp, cutoff, bes
         s = net.unit_state0[ip[I_U_SPACE]]
         v = y + fp[F_SPACE_ENTER] + loglik[t, net.net_emit[s]]
         if v > cutoff and v > NEG_INF:
-            if not _push(h, cnt, s, lm, 0, v, bp, t):
+            if not _push(h, cnt, s, lm, ZERO, v, bp, t):
                 return best, False
             best = max(best, v)
         best, ok = _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, y + fp[F_SPACE_SKIP], lm, bp,
@@ -280,7 +283,7 @@ def _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, lm, bp, cutoff, bes
         s = net.unit_state0[ip[I_U_BLANK_END]]
         v = y + fp[F_BLANK_ENTER] + loglik[t, net.net_emit[s]]
         if v > cutoff and v > NEG_INF:
-            if not _push(h, cnt, s, lm, 0, v, bp, t):
+            if not _push(h, cnt, s, lm, ZERO, v, bp, t):
                 return best, False
             best = max(best, v)
     return best, True
@@ -354,7 +357,7 @@ def _final_step(T, net, fp, ip, cur, rec, cnt, wt, ct, eos, miss, fin):
                 if not ok2:
                     continue
                 y = x - net.unit_la[u] + lmw * lp + wp
-                r = _new_record(rec, cnt, cur.bp[i], R_WORD, w, cur.start[i], T - 1, y, lp, ns)
+                r = _new_record(rec, cnt, cur.bp[i], np.int64(R_WORD), w, cur.start[i], T - 1, y, lp, ns)
                 if r < 0:
                     return S_GROW_RECORDS
                 if n_fin >= fin.score.shape[0]:
@@ -387,18 +390,18 @@ def _unk_word_end(T, end, x, i, net, fp, ip, cur, rec, cnt, wt, ct, eos, miss, f
     """Final step for a token leaving the last letter of an out-of-lexicon word."""
     lmw = fp[F_LM_WEIGHT]
     lp_sp, q2, ok0 = _char_lookup(ct, ip, miss, cnt, cur.aux[i], ip[I_UNK_END_TOK])
-    lp, ns, ok1 = _word_lookup(wt, ip, miss, cnt, cur.lm[i], UNK_TOKEN)
+    lp, ns, ok1 = _word_lookup(wt, ip, miss, cnt, cur.lm[i], np.int64(UNK_TOKEN))
     if not (ok0 and ok1):
         return S_DONE, n_fin
     e, ok2 = _eos_lookup(eos, ip, miss, cnt, ns)
     if not ok2:
         return S_DONE, n_fin
     u = net.net_unit[cur.net[i]]
-    c = _new_record(rec, cnt, cur.bp[i], R_UNK_CHAR, _unk_symbol(net, u), cur.start[i], end, x, 0.0, cur.aux[i])
+    c = _new_record(rec, cnt, cur.bp[i], np.int64(R_UNK_CHAR), _unk_symbol(net, u), cur.start[i], end, x, 0.0, cur.aux[i])
     if c < 0:
         return S_GROW_RECORDS, n_fin
     y = x + lmw * (lp + lp_sp) + fp[F_WORD_PENALTY] + fp[F_UNK_PENALTY]
-    r = _new_record(rec, cnt, c, R_UNK_WORD, UNK_TOKEN, -1, end, y, lp, ns)
+    r = _new_record(rec, cnt, c, np.int64(R_UNK_WORD), np.int64(UNK_TOKEN), MINUS1, end, y, lp, ns)
     if r < 0:
         return S_GROW_RECORDS, n_fin
     if n_fin >= fin.score.shape[0]:
@@ -458,7 +461,7 @@ def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best
             # every successor is y + (terms <= 0) + an entry emission: skip dead ends
             if not (y + succ_emit_max > cutoff):
                 continue
-            r = _new_record(rec, cnt, bp, R_WORD, w, ev.start[e], t - 1, y, lp, ns)
+            r = _new_record(rec, cnt, bp, np.int64(R_WORD), w, ev.start[e], t - 1, y, lp, ns)
             if r < 0:
                 return S_GROW_RECORDS, best
             best, ok = _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, ns, r, cutoff, best)
@@ -468,7 +471,7 @@ def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best
         else:
             # an out-of-lexicon letter ends: a letter record, then the next letter or the word end
             aux = ev.aux[e]
-            c = _new_record(rec, cnt, bp, R_UNK_CHAR, ev.word[e], ev.start[e], t - 1, x, 0.0, aux)
+            c = _new_record(rec, cnt, bp, np.int64(R_UNK_CHAR), ev.word[e], ev.start[e], t - 1, x, 0.0, aux)
             if c < 0:
                 return S_GROW_RECORDS, best
             for j in range(net.unk_units.shape[0]):
@@ -482,11 +485,11 @@ def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best
                         best = v
                         cutoff = best - beam
             lp_sp, _, _ = _char_lookup(ct, ip, miss, cnt, aux, ip[I_UNK_END_TOK])
-            lp, ns, _ = _word_lookup(wt, ip, miss, cnt, lm, UNK_TOKEN)
+            lp, ns, _ = _word_lookup(wt, ip, miss, cnt, lm, np.int64(UNK_TOKEN))
             y = x + lmw * (lp + lp_sp) + wp + fp[F_UNK_PENALTY]
             if not (y + succ_emit_max > cutoff):
                 continue
-            r = _new_record(rec, cnt, c, R_UNK_WORD, UNK_TOKEN, -1, t - 1, y, lp, ns)
+            r = _new_record(rec, cnt, c, np.int64(R_UNK_WORD), np.int64(UNK_TOKEN), MINUS1, t - 1, y, lp, ns)
             if r < 0:
                 return S_GROW_RECORDS, best
             best, ok = _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, ns, r, cutoff, best)
@@ -526,18 +529,18 @@ def _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_emit_m
             s = net.unit_state0[ip[I_U_BLANK_START]]
             v = fp[F_BLANK_ENTER] + loglik[0, net.net_emit[s]]
             if v > NEG_INF:
-                if not _push(h, cnt, s, ip[I_BOS], 0, v, -1, 0):
+                if not _push(h, cnt, s, ip[I_BOS], ZERO, v, MINUS1, ZERO):
                     return S_GROW_TOKENS, best
                 best = max(best, v)
             start = fp[F_BLANK_SKIP]
-        best, ok = _enter_words(0, loglik, net, fp, ip, h, cnt, ct, miss, start, ip[I_BOS], -1, NEG_INF, best)
+        best, ok = _enter_words(0, loglik, net, fp, ip, h, cnt, ct, miss, start, ip[I_BOS], MINUS1, NEG_INF, best)
         if not ok:
             return S_GROW_TOKENS, best
         if ip[I_ALLOW_EMPTY] != 0 and ip[I_U_EMPTY] >= 0:
             s = net.unit_state0[ip[I_U_EMPTY]]
             v = loglik[0, net.net_emit[s]]
             if v > NEG_INF:
-                if not _push(h, cnt, s, ip[I_BOS], 0, v, -1, 0):
+                if not _push(h, cnt, s, ip[I_BOS], ZERO, v, MINUS1, ZERO):
                     return S_GROW_TOKENS, best
                 best = max(best, v)
         return S_DONE, best
@@ -690,21 +693,21 @@ def build_network(topology, transitions, tree, word_gaps=True, line_blanks=True,
                 unit_ids[name] = n_tree + len(extra_kind)
                 extra_kind.append(kinds[name])
                 extra_sym.append(space)
-    unk_symbols = np.asarray(list(unk_symbols), dtype=np.int32)
-    unk_units = np.arange(n_tree + len(extra_kind), n_tree + len(extra_kind) + len(unk_symbols), dtype=np.int32)
+    unk_symbols = np.asarray(list(unk_symbols), dtype=np.int64)
+    unk_units = np.arange(n_tree + len(extra_kind), n_tree + len(extra_kind) + len(unk_symbols), dtype=np.int64)
     extra_kind += [K_UNK] * len(unk_symbols)
     extra_sym += list(unk_symbols)
 
-    unit_sym = np.concatenate([tree.char, np.asarray(extra_sym, dtype=np.int32)]).astype(np.int64)
+    unit_sym = np.concatenate([tree.char, np.asarray(extra_sym, dtype=np.int64)]).astype(np.int64)
     unit_kind = np.concatenate([[K_ROOT], np.full(n_tree - 1, K_TREE), extra_kind]).astype(np.int8)
     n_units = len(unit_sym)
     n_states = np.where(unit_sym >= 0, topology.n_states_of[np.maximum(unit_sym, 0)], 0).astype(np.int64)
     state0 = np.cumsum(n_states) - n_states
     net_unit = np.repeat(np.arange(n_units), n_states)
     pos = np.arange(len(net_unit)) - state0[net_unit]
-    net_emit = (topology.state_offset[unit_sym[net_unit]] + pos).astype(np.int32)
-    first_child = np.zeros(n_units, dtype=np.int32)
-    n_children = np.zeros(n_units, dtype=np.int32)
+    net_emit = (topology.state_offset[unit_sym[net_unit]] + pos).astype(np.int64)
+    first_child = np.zeros(n_units, dtype=np.int64)
+    n_children = np.zeros(n_units, dtype=np.int64)
     first_child[:n_tree] = np.maximum(tree.first_child, 0)
     n_children[:n_tree] = tree.n_children
     word_start = np.concatenate([tree.word_start, np.full(n_units - n_tree, tree.word_start[-1])])
@@ -716,16 +719,16 @@ def build_network(topology, transitions, tree, word_gaps=True, line_blanks=True,
             raise ValueError("LM look-ahead scores must be finite and <= 0")
     net = Network(
         unit_kind=unit_kind,
-        unit_state0=np.where(n_states > 0, state0, -1).astype(np.int32),
+        unit_state0=np.where(n_states > 0, state0, -1).astype(np.int64),
         unit_la=unit_la,
         first_child=first_child,
         n_children=n_children,
-        word_start=word_start.astype(np.int32),
-        word_ids=np.ascontiguousarray(tree.word_ids, dtype=np.int32),
+        word_start=word_start.astype(np.int64),
+        word_ids=np.ascontiguousarray(tree.word_ids, dtype=np.int64),
         net_emit=net_emit,
         net_self=np.ascontiguousarray(transitions.log_self[net_emit], dtype=np.float64),
         net_next=np.ascontiguousarray(transitions.log_next[net_emit], dtype=np.float64),
-        net_unit=net_unit.astype(np.int32),
+        net_unit=net_unit.astype(np.int64),
         net_last=(pos == n_states[net_unit] - 1),
         unk_units=unk_units,
         unk_tok=unk_symbols.copy(),
@@ -766,7 +769,7 @@ class LmTable:
 
     @staticmethod
     def _empty(capacity):
-        return Table(np.full(capacity, -1, dtype=np.int64), np.zeros(capacity), np.zeros(capacity, dtype=np.int32))
+        return Table(np.full(capacity, -1, dtype=np.int64), np.zeros(capacity), np.zeros(capacity, dtype=np.int64))
 
     def add(self, states, tokens, missing_only=False):
         """Score the (state, token) pairs (unique; absent unless ``missing_only``) and store them."""
@@ -848,36 +851,36 @@ class TokenSearch:
         self.words = LmTable(word_scorer, n_words)
         self.chars = LmTable(char_scorer, n_chars)
         self.eos = np.full(16, np.nan)
-        self.missing = Missing(np.zeros(4096, np.int8), np.zeros(4096, np.int32), np.zeros(4096, np.int32))
+        self.missing = Missing(np.zeros(4096, np.int8), np.zeros(4096, np.int64), np.zeros(4096, np.int64))
         self.cnt = np.zeros(8, dtype=np.int64)
         self.best_state = np.zeros(1)
         self._alloc_tokens(1 << 12)
         self._alloc_records(1 << 14)
         self.n_lm_requests = 0
         if has_unk:   # the first letter of an out-of-lexicon word: always from the same state
-            row = np.append(network.unk_tok, unk_end_token).astype(np.int32)
-            self.chars.add(np.full(len(row), unk_start_state, dtype=np.int32), row)
+            row = np.append(network.unk_tok, unk_end_token).astype(np.int64)
+            self.chars.add(np.full(len(row), unk_start_state, dtype=np.int64), row)
 
     def _alloc_tokens(self, capacity, keep=0):
         old = getattr(self, "cur", None)
-        self.cur = Tokens(np.zeros(capacity, np.int32), np.zeros(capacity, np.int32), np.zeros(capacity, np.int32),
-                          np.zeros(capacity), np.zeros(capacity, np.int32), np.zeros(capacity, np.int32))
+        self.cur = Tokens(np.zeros(capacity, np.int64), np.zeros(capacity, np.int64), np.zeros(capacity, np.int64),
+                          np.zeros(capacity), np.zeros(capacity, np.int64), np.zeros(capacity, np.int64))
         if keep:
             for new, prev in zip(self.cur, old):
                 new[:keep] = prev[:keep]
-        self.hash = Hash(np.full(capacity, -1, np.int32), np.zeros(capacity, np.int32), np.zeros(capacity, np.int32),
-                         np.zeros(capacity), np.zeros(capacity, np.int32), np.zeros(capacity, np.int32),
-                         np.zeros(capacity, np.int32))
-        self.fin = Finals(np.zeros(capacity), np.zeros(capacity, np.int32), np.zeros(capacity, np.int32))
-        self.ev = Events(np.zeros(capacity, np.int8), np.zeros(capacity), np.zeros(capacity, np.int32),
-                         np.zeros(capacity, np.int32), np.zeros(capacity, np.int32), np.zeros(capacity, np.int32),
-                         np.zeros(capacity, np.int32), np.zeros(capacity, np.int32))
+        self.hash = Hash(np.full(capacity, -1, np.int64), np.zeros(capacity, np.int64), np.zeros(capacity, np.int64),
+                         np.zeros(capacity), np.zeros(capacity, np.int64), np.zeros(capacity, np.int64),
+                         np.zeros(capacity, np.int64))
+        self.fin = Finals(np.zeros(capacity), np.zeros(capacity, np.int64), np.zeros(capacity, np.int64))
+        self.ev = Events(np.zeros(capacity, np.int8), np.zeros(capacity), np.zeros(capacity, np.int64),
+                         np.zeros(capacity, np.int64), np.zeros(capacity, np.int64), np.zeros(capacity, np.int64),
+                         np.zeros(capacity, np.int64), np.zeros(capacity, np.int64))
 
     def _alloc_records(self, capacity, keep=0):
         old = getattr(self, "rec", None)
-        self.rec = Records(np.zeros(capacity, np.int32), np.zeros(capacity, np.int8), np.zeros(capacity, np.int32),
-                           np.zeros(capacity, np.int32), np.zeros(capacity, np.int32), np.zeros(capacity),
-                           np.zeros(capacity), np.zeros(capacity, np.int32))
+        self.rec = Records(np.zeros(capacity, np.int64), np.zeros(capacity, np.int8), np.zeros(capacity, np.int64),
+                           np.zeros(capacity, np.int64), np.zeros(capacity, np.int64), np.zeros(capacity),
+                           np.zeros(capacity), np.zeros(capacity, np.int64))
         if keep:
             for new, prev in zip(self.rec, old):
                 new[:keep] = prev[:keep]
