@@ -81,7 +81,7 @@ DEFAULT_BEAM = 250.0
 DEFAULT_MAX_ACTIVE = 5000
 CONFIDENCE_NBEST = 10
 LATTICE_BEAM = 50.0
-MAX_WIDEN = 8    # a line whose beam lost every hypothesis is redone with 2x, 4x, 8x the beam
+MAX_WIDEN = 8    # a line whose pruning lost every hypothesis is redone with wider pruning, up to 8x
 
 
 @dataclass
@@ -184,6 +184,14 @@ def _lexicon_words(value) -> list[str]:
         if not w or any(ch.isspace() for ch in w):
             raise HwrError(f"lexicon: a word holds no whitespace, got {w!r}")
     return list(dict.fromkeys(words))
+
+
+def _take(values, index, default):
+    """``values[index]``, ``default`` where ``index < 0``."""
+    out = np.full(len(index), default, dtype=values.dtype)
+    ok = index >= 0
+    out[ok] = values[index[ok]]
+    return out
 
 
 class _NoLm:
@@ -408,17 +416,17 @@ class Recognizer:
             return []
         # arcs: word-level record r from boundary end[pred[r]] (-1 at the line start) to end[r]
         pr = pred[ids]
-        b = np.where(pr >= 0, rec.end[np.maximum(pr, 0)], -1).astype(np.int64)
-        prev_score = np.where(pr >= 0, rec.score[np.maximum(pr, 0)], 0.0)
+        b = _take(rec.end, pr, -1)
+        prev_score = _take(rec.score, pr, 0.0)
         gain = rec.score[ids] - prev_score                     # score added by the arc as recorded
         T = out.n_frames
         # trailing part after the last word (finals), per end frame
         tail = np.full(T + 1, -np.inf)
         fr = fin.rec.astype(np.int64)
-        f_end = np.where(fr >= 0, rec.end[np.maximum(fr, 0)], -1)
+        f_end = _take(rec.end, fr, -1)
         # finals hold lm_weight * ln p(</s> | state) as recorded; the DP adds its own
         eos = np.array([self._lm_scorer.end_score(int(s)) for s in fin.lm_state]) if lmw > 0 else 0.0
-        f_gain = fin.score - np.where(fr >= 0, rec.score[np.maximum(fr, 0)], 0.0) - lmw * eos
+        f_gain = fin.score - _take(rec.score, fr, 0.0) - lmw * eos
         np.maximum.at(tail, f_end + 1, f_gain)
         best_total = float(fin.score.max()) if len(fin.score) else -np.inf
         # forward best per boundary (recorded scores), backward best completion, then prune
@@ -525,10 +533,12 @@ class Recognizer:
             loglik = np.nan_to_num(loglik, nan=-np.inf, posinf=1e30, neginf=-np.inf)
         out = self.search.run(loglik)
         widen = 1
-        while len(out.finals.score) == 0 and widen < MAX_WIDEN and math.isfinite(self.beam):
-            # the beam lost every complete hypothesis (e.g. all tokens mid-word at the line end)
+        while len(out.finals.score) == 0 and widen < MAX_WIDEN:
+            # pruning lost every complete hypothesis (e.g. all tokens mid-word at the line end):
+            # redo the line with 2x, 4x, 8x the beam and max_active, the last time with no beam
             widen *= 2
-            out = self.search.run(loglik, beam=self.beam * widen, max_active=self.max_active * widen)
+            beam = self.beam * widen if widen < MAX_WIDEN else math.inf
+            out = self.search.run(loglik, beam=beam, max_active=self.max_active * widen)
         return self._result(out, len(loglik))
 
     def set_pruning(self, beam: float, max_active: int | None = None) -> None:

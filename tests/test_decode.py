@@ -1,0 +1,360 @@
+"""The decoder against brute force: every word sequence scored by forced alignment + LM.
+
+A tiny planted model (4 symbols, 2 states each), a 6-word lexicon and hand-written
+ARPA models. With at most 7 frames no line holds more than 3 words (a word needs
+2 frames), so enumerating all sequences of up to 3 words is exhaustive.
+"""
+
+import itertools
+import json
+import math
+
+import kenlm
+import numpy as np
+import pytest
+
+from hybrid_hwr.align import path_units, viterbi
+from hybrid_hwr.data import Alphabet, normalize_text
+from hybrid_hwr.decode import Recognizer, read_emissions, words_from_units
+from hybrid_hwr.errors import HwrError
+from hybrid_hwr.features import FrontEnd, Normalizer
+from hybrid_hwr.gmm import GmmSet
+from hybrid_hwr.hmm import HmmTopology, Transitions, build_line_graph, build_loop_graph
+from hybrid_hwr.lm import LN10, LmScorer, char_lm_symbols, load_lm
+from hybrid_hwr.model import HwrModel
+
+SYMBOLS = [" ", "a", "b", "c"]
+LEXICON = ["a", "ab", "ba", "cab", "b", "c"]
+EXHAUSTIVE = dict(beam=math.inf, max_active=10**8)
+
+WORD_ARPA = """
+\\data\\
+ngram 1=9
+ngram 2=8
+
+\\1-grams:
+-1.0\t<unk>\t0
+-99\t<s>\t-0.3
+-0.7\t</s>\t0
+-0.8\ta\t-0.2
+-1.1\tab\t-0.25
+-0.9\tba\t-0.3
+-1.3\tcab\t-0.1
+-0.6\tb\t-0.4
+-1.0\tc\t-0.2
+
+\\2-grams:
+-0.3\t<s> b
+-0.5\t<s> cab
+-0.2\tb c
+-0.4\tc a
+-0.3\ta </s>
+-0.6\tba ab
+-0.1\tcab </s>
+-0.5\tb </s>
+
+\\end\\
+"""
+
+CHAR_ARPA = """
+\\data\\
+ngram 1=7
+ngram 2=5
+
+\\1-grams:
+-1.5\t<unk>\t0
+-99\t<s>\t-0.2
+-1.0\t</s>\t0
+-0.5\ta\t-0.1
+-0.7\tb\t-0.2
+-0.9\tc\t-0.3
+-0.6\t<sp>\t-0.1
+
+\\2-grams:
+-0.2\ta b
+-0.3\tb <sp>
+-0.4\t<sp> c
+-0.5\tc a
+-0.1\tc c
+
+\\end\\
+"""
+
+
+@pytest.fixture(scope="module")
+def model():
+    alphabet = Alphabet(SYMBOLS)
+    topology = HmmTopology(alphabet.symbols, 2)
+    transitions = Transitions(topology, self_prob=0.6, space_prob=0.4, blank_prob=0.3)
+    S = topology.n_emitting
+    gmms = GmmSet(np.zeros((S, 1, 2)), np.ones((S, 1, 2)), np.zeros((S, 1)))
+    return HwrModel(alphabet, FrontEnd(), Normalizer(), topology, transitions, gmms)
+
+
+@pytest.fixture(scope="module")
+def lm_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    (root / "words.arpa").write_text(WORD_ARPA)
+    (root / "chars.arpa").write_text(CHAR_ARPA)
+    return root / "words.arpa", root / "chars.arpa"
+
+
+def random_lines(model, n, max_frames=7, seed=0):
+    rng = np.random.default_rng(seed)
+    return [2.0 * rng.normal(size=(int(rng.integers(2, max_frames + 1)), model.topology.n_emitting))
+            for _ in range(n)]
+
+
+def optical(model, loglik, text):
+    graph = build_line_graph(model.topology, model.transitions, model.alphabet.encode(text))
+    return viterbi(loglik, graph)[0]
+
+
+def kenlm_ln(lm: kenlm.Model, text: str) -> float:
+    return sum(p for p, _, _ in lm.full_scores(text)) * LN10
+
+
+def brute_force(model, loglik, lm_weight, word_penalty, scorer=None, items=None, unk_penalty=0.0, spell=None):
+    """{text: best score} over every sequence of up to 3 items (lexicon words, or
+    (spelling, -1) out-of-lexicon items) that fits in 3 characters."""
+    items = items if items is not None else [(w, i) for i, w in enumerate(LEXICON)]
+    best = {}
+    for n in range(4):
+        for seq in itertools.product(items, repeat=n):
+            if sum(len(w) for w, _ in seq) > 3:
+                continue
+            text = " ".join(w for w, _ in seq)
+            lm = 0.0
+            if scorer is not None:
+                lm = scorer.sequence_score([i for _, i in seq])
+                lm += sum(spell(w) for w, i in seq if i == -1)
+            n_unk = sum(1 for _, i in seq if i == -1)
+            score = optical(model, loglik, text) + lm_weight * lm + word_penalty * n + unk_penalty * n_unk
+            if score > best.get(text, -np.inf):
+                best[text] = score
+    return best
+
+
+def check_nbest(hyp, exact):
+    texts = [a.text for a in hyp.nbest]
+    scores = [a.score for a in hyp.nbest]
+    assert len(set(texts)) == len(texts)
+    assert scores == sorted(scores, reverse=True)
+    assert texts[0] == hyp.text and scores[0] == hyp.score
+    for alt in hyp.nbest:
+        # every entry is the score of a real path of its word sequence
+        assert alt.score <= exact[alt.text] + 1e-9
+
+
+# ----------------------------------------------------------------------------- one search, every mode
+
+@pytest.mark.parametrize("char_penalty", [0.0, 1.5])
+def test_character_loop_is_viterbi_on_the_loop_graph(model, char_penalty):
+    graph = build_loop_graph(model.topology, model.transitions, char_penalty=char_penalty)
+    recognizer = Recognizer(model, char_penalty=char_penalty, nbest=4)
+    for loglik in random_lines(model, 6, max_frames=40, seed=1):
+        score, path, arcs = viterbi(loglik, graph, return_arcs=True)
+        words = words_from_units(path_units(path, graph, arcs), SYMBOLS, model.topology.space_id)
+        hyp = recognizer.decode_loglik(loglik)
+        assert hyp.score == pytest.approx(score, abs=1e-9)
+        assert hyp.text == normalize_text(" ".join(w.text for w in words))
+        assert [(w.text, w.first_frame, w.last_frame) for w in hyp.words] == \
+            [(w.text, w.first_frame, w.last_frame) for w in words]
+        texts = [a.text for a in hyp.nbest]
+        assert len(set(texts)) == len(texts) and texts[0] == hyp.text
+        assert [a.score for a in hyp.nbest] == sorted((a.score for a in hyp.nbest), reverse=True)
+        # optical part = emissions + HMM transitions along the path (no symbol prior, no penalty)
+        emissions = loglik[np.arange(len(path)), graph.emit_state[path]].sum()
+        transitions = graph.init_logp[path[0]] + graph.arc_logp[arcs].sum() + graph.final_logp[path[-1]]
+        n_symbols = len(path_units(path, graph, arcs))
+        prior = n_symbols * (-math.log(len(SYMBOLS)) - char_penalty)
+        assert hyp.optical_score == pytest.approx(emissions + transitions - prior, abs=1e-9)
+
+
+@pytest.mark.parametrize("lm_weight, word_penalty", [(1.0, -0.5), (3.0, 0.7)])
+def test_lexicon_and_lm_decoder_finds_the_brute_force_best(model, lm_files, lm_weight, word_penalty):
+    lm = load_lm(lm_files[0])
+    scorer = LmScorer(lm, LEXICON)
+    recognizer = Recognizer(model, lexicon=LEXICON, lm=lm_files[0], lm_weight=lm_weight,
+                            word_penalty=word_penalty, nbest=5, **EXHAUSTIVE)
+    for loglik in random_lines(model, 6, seed=2):
+        exact = brute_force(model, loglik, lm_weight, word_penalty, scorer)
+        best_text = max(exact, key=exact.get)
+        hyp = recognizer.decode_loglik(loglik)
+        if not np.isfinite(exact[best_text]):
+            assert hyp.text == "" and hyp.score == -math.inf
+            continue
+        assert hyp.text == best_text
+        assert hyp.score == pytest.approx(exact[best_text], abs=1e-9)
+        assert hyp.optical_score == pytest.approx(optical(model, loglik, hyp.text), abs=1e-9)
+        n_words = len(hyp.text.split())
+        assert hyp.score == pytest.approx(hyp.optical_score + lm_weight * hyp.lm_score + word_penalty * n_words)
+        for alt in hyp.nbest:   # the LM part of every entry is KenLM's, in natural log
+            assert alt.lm_score == pytest.approx(kenlm_ln(lm, alt.text), abs=1e-9)
+        check_nbest(hyp, exact)
+        assert all(0.0 < w.confidence <= 1.0 + 1e-12 for w in hyp.words)
+
+
+def test_lm_weight_zero_is_the_lexicon_constrained_viterbi(model, lm_files):
+    with_lm = Recognizer(model, lexicon=LEXICON, lm=lm_files[0], lm_weight=0.0, word_penalty=-0.3, **EXHAUSTIVE)
+    lexicon_only = Recognizer(model, lexicon=LEXICON, word_penalty=-0.3, nbest=3, **EXHAUSTIVE)
+    lm = load_lm(lm_files[0])
+    for loglik in random_lines(model, 6, seed=3):
+        exact = brute_force(model, loglik, 0.0, -0.3)
+        best_text = max(exact, key=exact.get)
+        a, b = with_lm.decode_loglik(loglik), lexicon_only.decode_loglik(loglik)
+        if not np.isfinite(exact[best_text]):
+            continue
+        assert a.text == b.text == best_text
+        assert a.score == pytest.approx(exact[best_text], abs=1e-9) and b.score == pytest.approx(a.score)
+        assert a.lm_score == pytest.approx(kenlm_ln(lm, a.text))   # reported, not used
+        assert b.lm_score == 0.0
+        check_nbest(b, exact)
+
+
+def test_open_vocabulary_finds_the_brute_force_best(model, lm_files):
+    lm_weight, word_penalty, unk_penalty = 1.0, -0.5, 1.5
+    scorer = LmScorer(load_lm(lm_files[0]), LEXICON)
+    chars = LmScorer(load_lm(lm_files[1]), char_lm_symbols(SYMBOLS))
+    start = chars.score(chars.NULL, 0)[1]   # after <sp>
+
+    def spell(word):
+        state, total = start, 0.0
+        for ch in word:
+            lp, state = chars.score(state, SYMBOLS.index(ch))
+            total += lp
+        return total + chars.score(state, 0)[0]
+
+    items = [(w, i) for i, w in enumerate(LEXICON)]
+    items += [("".join(p), -1) for n in (1, 2, 3) for p in itertools.product("abc", repeat=n)]
+    recognizer = Recognizer(model, lexicon=LEXICON, lm=lm_files[0], char_lm=lm_files[1], lm_weight=lm_weight,
+                            word_penalty=word_penalty, unk_penalty=unk_penalty, nbest=4, **EXHAUSTIVE)
+    for loglik in random_lines(model, 4, seed=4):
+        exact = brute_force(model, loglik, lm_weight, word_penalty, scorer, items, unk_penalty, spell)
+        best_text = max(exact, key=exact.get)
+        hyp = recognizer.decode_loglik(loglik)
+        assert hyp.text == best_text
+        assert hyp.score == pytest.approx(exact[best_text], abs=1e-9)
+        check_nbest(hyp, exact)
+
+
+def planted(model, text, frames_per_state=2, seed=0):
+    """Emissions that favour the states of ``text`` (a few frames per state) by 6 nats."""
+    rng = np.random.default_rng(seed)
+    states = [s for k in model.alphabet.encode(text) for s in model.topology.states_of(k)
+              for _ in range(frames_per_state)]
+    loglik = rng.normal(scale=0.5, size=(len(states), model.topology.n_emitting)) - 6.0
+    loglik[np.arange(len(states)), states] = 0.0
+    return loglik
+
+
+def test_a_planted_line_is_read_with_default_pruning(model, lm_files):
+    recognizer = Recognizer(model, lexicon=LEXICON, lm=lm_files[0], nbest=3)
+    loglik = planted(model, " cab ba ")
+    hyp = recognizer.decode_loglik(loglik)
+    assert hyp.text == "cab ba"
+    # " " = 4 frames, "cab" = 12 frames, then " ", then "ba"
+    assert [(w.text, w.first_frame, w.last_frame) for w in hyp.words] == [("cab", 4, 15), ("ba", 20, 27)]
+    # "cab b a" (no space needed between words) is the runner-up, about 1 nat behind
+    assert all(w.confidence > 0.5 and not w.oov for w in hyp.words)
+    assert hyp.words[0].confidence > 0.9
+    json.dumps(hyp.to_dict())
+
+
+def test_strict_lexicon_by_default_and_unknown_words_when_allowed(model, lm_files):
+    lexicon = [w for w in LEXICON if w != "c"]
+    loglik = planted(model, "cc")   # cannot be spelled with lexicon words
+    strict = Recognizer(model, lexicon=lexicon, lm=lm_files[0]).decode_loglik(loglik)
+    assert strict.text and all(w in lexicon for w in strict.text.split())
+    hybrid = Recognizer(model, lexicon=lexicon, lm=lm_files[0], char_lm=lm_files[1], unk_penalty=-1.0)
+    hyp = hybrid.decode_loglik(loglik)
+    assert hyp.text == "cc" and hyp.words[0].oov
+
+
+def test_character_lm_mode_reads_a_planted_line(model, lm_files):
+    recognizer = Recognizer(model, char_lm=lm_files[1], lm_weight=1.0)
+    hyp = recognizer.decode_loglik(planted(model, "ab c"))
+    assert hyp.text == "ab c"
+    lm = load_lm(lm_files[1])
+    assert hyp.lm_score == pytest.approx(kenlm_ln(lm, "a b <sp> c"), abs=1e-9)
+
+
+def test_pruning_keeps_a_real_hypothesis(model, lm_files):
+    exact = Recognizer(model, lexicon=LEXICON, lm=lm_files[0], **EXHAUSTIVE)
+    for kw in (dict(beam=1e-3), dict(max_active=2), dict(beam=2.0, max_active=3)):
+        pruned = Recognizer(model, lexicon=LEXICON, lm=lm_files[0], **kw)
+        for loglik in random_lines(model, 4, seed=5):
+            best, hyp = exact.decode_loglik(loglik), pruned.decode_loglik(loglik)
+            if not np.isfinite(best.score):
+                continue
+            # a narrow beam is widened until the line has a hypothesis; never better than exact
+            assert np.isfinite(hyp.score) and hyp.score <= best.score + 1e-9
+            assert hyp.optical_score <= optical(model, loglik, hyp.text) + 1e-9
+
+
+# ----------------------------------------------------------------------------- edge cases and errors
+
+def test_zero_frame_and_impossible_lines_give_the_empty_result(model, lm_files):
+    S = model.topology.n_emitting
+    for recognizer in (Recognizer(model), Recognizer(model, lexicon=LEXICON, lm=lm_files[0])):
+        for loglik in (np.zeros((0, S)), np.zeros((1, S))):   # 1 frame < 2 states of any model
+            hyp = recognizer.decode_loglik(loglik)
+            assert (hyp.text, hyp.score, hyp.words, hyp.nbest) == ("", -math.inf, [], [])
+            assert hyp.n_frames == len(loglik)
+            assert json.loads(json.dumps(hyp.to_dict()))["score"] is None
+        nan = np.full((5, S), np.nan)
+        assert recognizer.decode_loglik(nan).text == ""
+
+
+def test_out_of_alphabet_words_are_reported(model):
+    recognizer = Recognizer(model, lexicon=["a", "xyz", "b"])
+    assert recognizer.rejected_words == {"xyz": "xyz"}
+    assert "1 of 3 words" in recognizer.lexicon_message
+    assert recognizer.words == ["a", "b"]
+
+
+@pytest.mark.parametrize("case", ["missing lm", "corrupt lm", "missing lexicon", "empty lexicon file",
+                                  "empty lexicon", "unspellable lexicon", "lm misses the lexicon",
+                                  "lm without lexicon", "unk without char lm", "negative lm weight",
+                                  "zero beam"])
+def test_bad_input_raises_one_clear_error(model, lm_files, tmp_path, case):
+    corrupt = tmp_path / "corrupt.arpa"
+    corrupt.write_bytes(b"\\data\\\nngram 1=zz\n\x00\x01garbage")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    kwargs = {
+        "missing lm": dict(lexicon=LEXICON, lm=tmp_path / "nope.arpa"),
+        "corrupt lm": dict(lexicon=LEXICON, lm=corrupt),
+        "missing lexicon": dict(lexicon=tmp_path / "nope.txt"),
+        "empty lexicon file": dict(lexicon=empty),
+        "empty lexicon": dict(lexicon=[]),
+        "unspellable lexicon": dict(lexicon=["xyz", "q"]),
+        "lm misses the lexicon": dict(lexicon=["aa", "bb", "cc", "a"], lm=lm_files[0]),
+        "lm without lexicon": dict(lm=lm_files[0]),
+        "unk without char lm": dict(lexicon=LEXICON, unk_penalty=-1.0),
+        "negative lm weight": dict(lm_weight=-1.0),
+        "zero beam": dict(beam=0.0),
+    }[case]
+    with pytest.raises(HwrError) as info:
+        Recognizer(model, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_emissions_file_decodes_like_the_matrices(model, lm_files, tmp_path):
+    S = model.topology.n_emitting
+    lines = {"l1": planted(model, "cab ba"), "l2": np.zeros((0, S), np.float32), "l3": planted(model, "b c")}
+    path = tmp_path / "emissions.npz"
+    np.savez(path, **lines)
+    recognizer = Recognizer(model, lexicon=LEXICON, lm=lm_files[0])
+    decoded = list(recognizer.decode_emissions(path))
+    assert [i for i, _ in decoded] == ["l1", "l2", "l3"]
+    assert [h.text for _, h in decoded] == ["cab ba", "", "b c"]
+    assert decoded[0][1].score == recognizer.decode_loglik(lines["l1"]).score
+
+    np.savez(tmp_path / "wrong.npz", l1=np.zeros((4, S + 1)))
+    (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 not a zip")
+    for bad in ("wrong.npz", "corrupt.npz", "missing.npz"):
+        with pytest.raises(HwrError):
+            list(read_emissions(tmp_path / bad, S))
+    with pytest.raises(HwrError):
+        recognizer.decode_loglik(np.zeros((4, S + 1)))
