@@ -305,6 +305,8 @@ def _add_train(subparsers) -> None:
     p.add_argument("--mixtures", type=positive_int, default=defaults.mixtures, help="Gaussians per state at the end")
     p.add_argument("--iterations", type=positive_int, default=defaults.iterations,
                    help="re-estimation iterations per mixture stage")
+    p.add_argument("--states-from", metavar="MODEL_DIR",
+                   help="states per character from the mean character lengths of this model's alignments")
     p.add_argument("--init", choices=("uniform", "flat"), default=defaults.init, help="initialisation")
     p.add_argument("--method", choices=("baum-welch", "viterbi"), default=defaults.method)
     p.add_argument("--kind", choices=("handcrafted", "pixels"), help="feature type (default: handcrafted)")
@@ -330,6 +332,7 @@ def _add_train(subparsers) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from .model import load_model
     from .train import TrainConfig, train_gmm_hmm
 
     train = read_inputs(args.train, images=args.images, limit=args.limit)
@@ -350,9 +353,15 @@ def _run_train(args: argparse.Namespace) -> int:
                       input_kind=args.mlp_input, realign=args.realign, jobs=args.jobs, log=print)
         print(f"model written to {args.output}")
         return 0
-    config = TrainConfig(states=args.states, mixtures=args.mixtures, iterations=args.iterations,
-                         init=args.init, method=args.method, jobs=args.jobs)
     frontend = _make_frontend(args)
+    counts = None
+    if args.states_from:
+        from .train import state_counts_from_alignments
+
+        counts = state_counts_from_alignments(train, args.states_from, jobs=args.jobs)
+        frontend = load_model(args.states_from).frontend
+    config = TrainConfig(states=args.states, mixtures=args.mixtures, iterations=args.iterations,
+                         init=args.init, method=args.method, state_counts=counts, jobs=args.jobs)
     train_gmm_hmm(train, args.output, dataclasses.replace(config), valid_lines=valid, frontend=frontend,
                   init_model=args.init_model, resume=args.resume, log=print)
     print(f"model written to {args.output}")

@@ -50,6 +50,7 @@ class TrainConfig:
     var_floor: float = 0.05        # variance floor as a fraction of the global variance
     weight_floor: float = 1e-3     # smallest mixture weight
     transition_floor: float = 1e-3
+    state_counts: dict | None = None   # per-symbol states (from alignments); others get `states`
     jobs: int = 1
 
     def __post_init__(self):
@@ -253,7 +254,9 @@ def train_gmm_hmm(train_lines: list[Line], out_dir, config: TrainConfig, valid_l
     kept, raw = load_line_features(train_lines, frontend, config.jobs, cache("train"), "train features")
     if model is None:
         alphabet = Alphabet.from_texts(line.text for line in kept)
-        topology = HmmTopology(alphabet.symbols, n_states=config.states)
+        counts = config.state_counts
+        n_states = config.states if not counts else {k: int(counts.get(k, config.states)) for k in alphabet.symbols}
+        topology = HmmTopology(alphabet.symbols, n_states=n_states)
         normalizer = Normalizer().fit(raw)
     else:
         alphabet, topology, normalizer = model.alphabet, model.topology, model.normalizer
@@ -265,7 +268,7 @@ def train_gmm_hmm(train_lines: list[Line], out_dir, config: TrainConfig, valid_l
         valid = encode_lines(vkept, vraw, alphabet, normalizer, topology, "valid")
     log(f"train: {len(train.ids)} lines, {train.n_frames} frames; "
         + (f"valid: {len(valid.ids)} lines, {valid.n_frames} frames; " if valid else "")
-        + f"{len(alphabet)} symbols x {config.states} states; features in {time.time() - t_start:.0f}s")
+        + f"{len(alphabet)} symbols, {topology.n_emitting} states; features in {time.time() - t_start:.0f}s")
 
     if model is None:
         all_frames = np.concatenate(train.feats)
@@ -356,6 +359,43 @@ def forced_targets(lines: LineSet, model: HwrModel, jobs: int = 1) -> list:
                             (model.topology, model.transitions, model.emission)):
         targets.extend(part)
     return targets
+
+
+def mean_character_frames(model: HwrModel, states_per_line: list) -> dict:
+    """Mean length in frames of every symbol's visits along forced alignments (per-frame states)."""
+    topology = model.topology
+    totals = np.zeros(topology.n_models)
+    counts = np.zeros(topology.n_models)
+    for states in states_per_line:
+        states = states[states >= 0]
+        if len(states) == 0:
+            continue
+        symbol = topology.state_symbol[states]
+        # a new visit starts where the symbol changes or the state index jumps back (a repeated letter)
+        starts = np.flatnonzero(np.r_[True, (symbol[1:] != symbol[:-1]) | (states[1:] < states[:-1])])
+        lengths = np.diff(np.r_[starts, len(states)])
+        np.add.at(totals, symbol[starts], lengths)
+        np.add.at(counts, symbol[starts], 1)
+    return {sym: (totals[k] / counts[k] if counts[k] else None) for k, sym in enumerate(topology.symbols)}
+
+
+def state_counts_from_alignments(train_lines: list[Line], model_dir, jobs: int = 1, frames_per_state: float = 2.0,
+                                 log: Callable[[str], None] = print) -> dict:
+    """States per character, from the mean character lengths of a trained model's forced alignments.
+
+    Narrow characters (i, l, punctuation) get fewer states than wide ones, so that lines
+    written tightly still fit their models and wide characters get enough states.
+    """
+    from .hmm import estimate_state_counts
+
+    model = load_model(model_dir)
+    kept, raw = load_line_features(train_lines, model.frontend, jobs, None, "features for state counts")
+    lines = encode_lines(kept, raw, model.alphabet, model.normalizer, model.topology, "state counts")
+    del raw
+    means = mean_character_frames(model, forced_targets(lines, model, jobs))
+    counts = estimate_state_counts(means, frames_per_state=frames_per_state, default=None)
+    log("states per character from alignments: " + ", ".join(f"{k!r}:{v}" for k, v in sorted(counts.items())))
+    return counts
 
 
 def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: list[Line] | None = None,
