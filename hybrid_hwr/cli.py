@@ -61,7 +61,7 @@ def dataset_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("input lines")
     group.add_argument(
-        "inputs", nargs="+", metavar="DATA.tsv|IMAGE",
+        "inputs", nargs="*", metavar="DATA.tsv|IMAGE",
         help="split files <dir>/<split>.tsv (id<TAB>text, images <dir>/lines/<id>.png), IAM lines.txt files "
         "(with --images ROOT) and/or line images (id = file stem)",
     )
@@ -436,16 +436,35 @@ def _run_align(args: argparse.Namespace) -> int:
 
 
 def _add_decode(subparsers) -> None:
+    from .decode import DEFAULT_BEAM, DEFAULT_MAX_ACTIVE
+
     p = subparsers.add_parser(
         "decode", parents=[dataset_parent()], help="recognise line images",
-        description="Decodes each line and writes id<TAB>text as each result is produced "
-        "(to -o FILE, or standard output).",
+        description="Decodes each line and writes id<TAB>text as each result is produced (to -o FILE, or "
+        "standard output). Search score: log p(x|W) + lm_weight * log P_LM(W) + word_penalty * |W| "
+        "(+ unk_penalty per out-of-lexicon word); without --lexicon, a character loop whose per-character "
+        "term is -char_penalty.",
     )
     p.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    p.add_argument("--lexicon", metavar="FILE", help="lexicon, one word a line (default: character loop)")
+    p.add_argument("--lm", metavar="FILE", help="word n-gram LM (.arpa, .arpa.gz or KenLM binary)")
+    p.add_argument("--char-lm", metavar="FILE", help="character n-gram LM: lexicon-free decoding, or with "
+                   "--unk-penalty the speller of out-of-lexicon words")
+    p.add_argument("--lm-weight", type=float, default=1.0, help="LM scale (default 1.0)")
+    p.add_argument("--word-penalty", type=float, default=0.0, help="added per word (negative: fewer words)")
+    p.add_argument("--unk-penalty", type=float, help="allow out-of-lexicon words at this cost (default: strict lexicon)")
     p.add_argument("--char-penalty", type=float, default=0.0,
-                   help="character insertion penalty of the character loop (positive: fewer characters)")
+                   help="character insertion penalty without lexicon (positive: fewer characters)")
+    p.add_argument("--beam", type=positive_float, default=DEFAULT_BEAM, help=f"pruning beam (default {DEFAULT_BEAM})")
+    p.add_argument("--max-active", type=positive_int, default=DEFAULT_MAX_ACTIVE,
+                   help=f"at most this many tokens per frame (default {DEFAULT_MAX_ACTIVE})")
+    p.add_argument("--nbest", type=positive_int, default=1, help="n-best list length (written with --details)")
+    p.add_argument("--lang", choices=("en", "fr"), default="en",
+                   help="tokeniser conventions for joining lexicon words into text (default en)")
+    p.add_argument("--emissions", metavar="FILE.npz",
+                   help="decode these frame x state log-likelihood matrices (one per line id) instead of images")
     p.add_argument("-o", "--output", metavar="hyp.tsv", help="hypotheses file (default: standard output)")
-    p.add_argument("--details", metavar="FILE.jsonl", help="also write scores and word spans, one JSON per line")
+    p.add_argument("--details", metavar="FILE.jsonl", help="also write scores, word spans, n-best, one JSON per line")
     p.set_defaults(run=_run_decode)
 
 
@@ -475,20 +494,32 @@ def _run_decode(args: argparse.Namespace) -> int:
     from .batch import ordered_map, progress
     from .decode import Recognizer
     from .model import load_model
+    from .text import detokenize
 
     model = load_model(args.model)
-    recognizer = Recognizer(model, char_penalty=args.char_penalty)
-    lines = input_lines(args)
+    recognizer = Recognizer(model, lexicon=args.lexicon, lm=args.lm, lm_weight=args.lm_weight,
+                            word_penalty=args.word_penalty, beam=args.beam, max_active=args.max_active,
+                            nbest=args.nbest, char_penalty=args.char_penalty, unk_penalty=args.unk_penalty,
+                            char_lm=args.char_lm)
+    # Lexicon words are tokens ("l'", "État", ","): join them back into written text.
+    as_text = (lambda text: detokenize(text.split(), args.lang)) if args.lexicon else (lambda text: text)
+    if args.emissions:
+        results = ((Line(line_id, "", Path(args.emissions)), hyp, None)
+                   for line_id, hyp in recognizer.decode_emissions(args.emissions))
+        total = None
+    else:
+        lines = input_lines(args)
+        results = ordered_map(_decode_line, lines, args.jobs, _set_worker_recognizer, (recognizer,))
+        total = len(lines)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     details = open(args.details, "w", encoding="utf-8") if args.details else None
     done = 0
     try:
-        results = ordered_map(_decode_line, lines, args.jobs, _set_worker_recognizer, (recognizer,))
-        for line, hyp, error in progress(results, total=len(lines), desc="decode"):
+        for line, hyp, error in progress(results, total=total, desc="decode"):
             if error is not None:
                 warn(f"skipped line {line.id}: {error}")
                 continue
-            out.write(f"{line.id}\t{hyp.text}\n")
+            out.write(f"{line.id}\t{as_text(hyp.text)}\n")
             out.flush()
             if details is not None:
                 details.write(json.dumps({"id": line.id, **hyp.to_dict()}, ensure_ascii=False) + "\n")
