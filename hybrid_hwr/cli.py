@@ -330,8 +330,6 @@ def _add_train(subparsers) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from .model import load_model
     from .train import TrainConfig, train_gmm_hmm
 
@@ -362,7 +360,7 @@ def _run_train(args: argparse.Namespace) -> int:
         frontend = load_model(args.states_from).frontend
     config = TrainConfig(states=args.states, mixtures=args.mixtures, iterations=args.iterations,
                          init=args.init, method=args.method, state_counts=counts, jobs=args.jobs)
-    train_gmm_hmm(train, args.output, dataclasses.replace(config), valid_lines=valid, frontend=frontend,
+    train_gmm_hmm(train, args.output, config, valid_lines=valid, frontend=frontend,
                   init_model=args.init_model, resume=args.resume, log=print)
     print(f"model written to {args.output}")
     return 0
