@@ -67,6 +67,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .align import viterbi
 from .data import normalize_text
 from .errors import HwrError
 from .lexicon import PrefixTree, build_prefix_tree, describe_rejected, lexicon_tree, load_lexicon
@@ -81,7 +82,10 @@ DEFAULT_BEAM = 250.0
 DEFAULT_MAX_ACTIVE = 5000
 CONFIDENCE_NBEST = 10
 LATTICE_BEAM = 50.0
-MAX_WIDEN = 8    # a line whose pruning lost every hypothesis is redone with wider pruning, up to 8x
+# a line whose pruning lost every complete hypothesis is redone with wider pruning,
+# (beam factor, max_active factor); then, with a lexicon, the best partial traceback is
+# completed and force-aligned (lexicon-free modes retry once more with no beam)
+RETRIES = ((4.0, 2),)
 
 
 @dataclass
@@ -532,14 +536,56 @@ class Recognizer:
             # NaN means "no evidence this state fits": impossible, never propagated
             loglik = np.nan_to_num(loglik, nan=-np.inf, posinf=1e30, neginf=-np.inf)
         out = self.search.run(loglik)
-        widen = 1
-        while len(out.finals.score) == 0 and widen < MAX_WIDEN:
-            # pruning lost every complete hypothesis (e.g. all tokens mid-word at the line end):
-            # redo the line with 2x, 4x, 8x the beam and max_active, the last time with no beam
-            widen *= 2
-            beam = self.beam * widen if widen < MAX_WIDEN else math.inf
-            out = self.search.run(loglik, beam=beam, max_active=self.max_active * widen)
+        # pruning may lose every complete hypothesis (e.g. all tokens mid-word at the line end)
+        retries = RETRIES if self.mode == "lexicon" else RETRIES + ((math.inf, 8),)
+        for beam_factor, active_factor in retries:
+            if len(out.finals.score) or out.last is None or len(out.last.score) == 0:
+                break
+            out = self.search.run(loglik, beam=self.beam * beam_factor, max_active=self.max_active * active_factor)
+        if len(out.finals.score) == 0 and self.mode == "lexicon":
+            partial = self._partial(out, loglik)
+            if partial is not None:
+                return partial
         return self._result(out, len(loglik))
+
+    def _partial(self, out, loglik) -> Hypothesis | None:
+        """Best partial traceback, force-aligned: the words of the best token alive at the
+        last frame, the word it is reading completed by the first word below its tree node."""
+        from .align import path_to_segments, word_spans
+        from .hmm import build_line_graph
+
+        last = out.last
+        if last is None or len(last.score) == 0:
+            return None
+        i = int(np.argmax(last.score))
+        items = self._record_items(out.records, int(last.bp[i]))
+        net, tree = self.search.net, self.tree
+        node = int(net.net_unit[last.net[i]])
+        if node < tree.n_nodes:
+            while tree.node_word[node] < 0 and tree.first_child[node] >= 0:
+                node = int(tree.first_child[node])
+            w = int(tree.node_word[node])
+            if w >= 0:
+                items.append(_Item(self.words[w], w, int(last.start[i]), len(loglik) - 1))
+        topology = self.model.topology
+        sep = " " if topology.space_id >= 0 else ""
+        for candidate in (items, items[:-1]):
+            text = sep.join(it.text for it in candidate)
+            graph = build_line_graph(topology, self.model.transitions, self.model.alphabet.encode(text))
+            optical, path = viterbi(loglik, graph)
+            if not np.isfinite(optical):
+                continue
+            spans = word_spans(path_to_segments(path, graph), graph)
+            words = [WordBox(it.text, sp.first_frame, sp.last_frame, confidence=math.nan, oov=it.token == -1)
+                     for it, sp in zip(candidate, spans)]
+            lm = self._lm_logp(candidate)
+            n_unk = sum(1 for it in candidate if it.token == -1)
+            score = (optical + self.lm_weight * lm + self._penalty * len(candidate)
+                     + (self.unk_penalty or 0.0) * n_unk)
+            alt = Alternative(self._text(candidate), float(score), float(optical), float(lm))
+            return Hypothesis(alt.text, alt.score, alt.optical_score, alt.lm_score, n_frames=len(loglik),
+                              words=words, nbest=[alt])
+        return None
 
     def set_pruning(self, beam: float, max_active: int | None = None) -> None:
         """Change ``beam`` (and ``max_active``) without rebuilding the network or LM caches."""

@@ -78,7 +78,8 @@ N_FPARAMS = 8
  I_UNK_END_TOK, I_N_WTOK, I_N_CTOK, I_U_BLANK_START, I_U_SPACE, I_U_BLANK_END, I_U_EMPTY) = range(15)
 N_IPARAMS = 15
 # counters shared by driver and kernel
-C_ACTIVE, C_RECORDS, C_MISSING, C_FINALS, C_USED, C_EVENTS, C_PHASE, C_FRAME_RECORDS = range(8)
+(C_ACTIVE, C_RECORDS, C_MISSING, C_FINALS, C_USED, C_EVENTS, C_PHASE, C_FRAME_RECORDS,
+ C_STAT_PUSHES, C_STAT_TOKENS, C_STAT_EVENTS) = range(11)
 # queued word-end events
 EV_WORD, EV_UNK = 0, 1
 
@@ -86,7 +87,7 @@ UNK_TOKEN = -1   # word-table token of the LM's <unk> (lm.UNK_ID)
 
 Network = namedtuple("Network", [
     "unit_kind", "unit_state0", "unit_la", "first_child", "n_children", "word_start", "word_ids",
-    "net_emit", "net_self", "net_next", "net_unit", "net_last", "unk_units", "unk_tok"])
+    "net_emit", "net_self", "net_next", "net_unit", "net_last", "unk_units", "unk_tok", "sym_first"])
 Tokens = namedtuple("Tokens", ["net", "lm", "aux", "score", "bp", "start"])
 Hash = namedtuple("Hash", ["net", "lm", "aux", "score", "bp", "start", "used"])
 Records = namedtuple("Records", ["prev", "kind", "token", "start", "end", "score", "lmlp", "lm_state"])
@@ -149,6 +150,7 @@ def _request(miss, cnt, kind, state, token):
 @numba.njit(cache=True)
 def _push(h, cnt, s, lm, aux, score, bp, start):
     """Viterbi recombination into the next frame's hash. Returns False when the hash is too full."""
+    cnt[C_STAT_PUSHES] += 1
     mask = h.net.shape[0] - 1
     i = np.int64(_mix(s, lm, aux) & np.uint64(mask))
     while True:
@@ -234,6 +236,7 @@ def _eos_lookup(eos, ip, miss, cnt, state):
 def _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, score, lm, bp, cutoff, best):
     """Start a word at frame ``t``: every child of the root (and the first letter of an
     out-of-lexicon word). Returns (best, ok)."""
+    score += fp[F_WORD_PENALTY]    # paid when a word starts, so that finished words compete fairly
     root_first = net.first_child[0]
     for c in range(root_first, root_first + net.n_children[0]):
         s = net.unit_state0[c]
@@ -248,7 +251,7 @@ def _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, score, lm, bp, cutoff
         for j in range(net.unk_units.shape[0]):
             u = net.unk_units[j]
             s = net.unit_state0[u]
-            v0 = score + loglik[t, net.net_emit[s]]
+            v0 = score + fp[F_UNK_PENALTY] + loglik[t, net.net_emit[s]]
             if not (v0 > cutoff):
                 continue
             lp, q, found = _char_lookup(ct, ip, miss, cnt, ip[I_UNK_START], net.unk_tok[j])
@@ -337,7 +340,6 @@ def _prune(h, cnt, cur, beam, max_active, best):
 def _final_step(T, net, fp, ip, cur, rec, cnt, wt, ct, eos, miss, fin):
     """Line end: the complete hypotheses of the last frame's tokens into ``fin``."""
     lmw = fp[F_LM_WEIGHT]
-    wp = fp[F_WORD_PENALTY]
     end_skip = fp[F_BLANK_SKIP] if (ip[I_LINE_BLANKS] != 0 and ip[I_U_BLANK_END] >= 0) else 0.0
     n_fin = 0
     for i in range(cnt[C_ACTIVE]):
@@ -356,7 +358,7 @@ def _final_step(T, net, fp, ip, cur, rec, cnt, wt, ct, eos, miss, fin):
                 e, ok2 = _eos_lookup(eos, ip, miss, cnt, ns)
                 if not ok2:
                     continue
-                y = x - net.unit_la[u] + lmw * lp + wp
+                y = x - net.unit_la[u] + lmw * lp
                 r = _new_record(rec, cnt, cur.bp[i], np.int64(R_WORD), w, cur.start[i], T - 1, y, lp, ns)
                 if r < 0:
                     return S_GROW_RECORDS
@@ -400,7 +402,7 @@ def _unk_word_end(T, end, x, i, net, fp, ip, cur, rec, cnt, wt, ct, eos, miss, f
     c = _new_record(rec, cnt, cur.bp[i], np.int64(R_UNK_CHAR), _unk_symbol(net, u), cur.start[i], end, x, 0.0, cur.aux[i])
     if c < 0:
         return S_GROW_RECORDS, n_fin
-    y = x + lmw * (lp + lp_sp) + fp[F_WORD_PENALTY] + fp[F_UNK_PENALTY]
+    y = x + lmw * (lp + lp_sp)
     r = _new_record(rec, cnt, c, np.int64(R_UNK_WORD), np.int64(UNK_TOKEN), MINUS1, end, y, lp, ns)
     if r < 0:
         return S_GROW_RECORDS, n_fin
@@ -442,11 +444,10 @@ def _word_end_lookups(ev, e, net, ip, wt, ct, miss, cnt):
 
 
 @numba.njit(cache=True)
-def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best, succ_emit_max):
+def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best, succ_bound):
     """Phase 2 of a frame: the word ends (and out-of-lexicon letters) of phase 1, whose LM
     entries are all in the tables. Returns (status, best)."""
     lmw = fp[F_LM_WEIGHT]
-    wp = fp[F_WORD_PENALTY]
     beam = fp[F_BEAM]
     cutoff = best - beam
     for e in range(cnt[C_EVENTS]):
@@ -457,9 +458,9 @@ def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best
         if ev.kind[e] == EV_WORD:
             w = ev.word[e]
             lp, ns, _ = _word_lookup(wt, ip, miss, cnt, lm, w)
-            y = x - net.unit_la[u] + lmw * lp + wp
-            # every successor is y + (terms <= 0) + an entry emission: skip dead ends
-            if not (y + succ_emit_max > cutoff):
+            y = x - net.unit_la[u] + lmw * lp
+            # skip word ends none of whose successors can survive
+            if not (y + succ_bound > cutoff):
                 continue
             r = _new_record(rec, cnt, bp, np.int64(R_WORD), w, ev.start[e], t - 1, y, lp, ns)
             if r < 0:
@@ -486,8 +487,8 @@ def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best
                         cutoff = best - beam
             lp_sp, _, _ = _char_lookup(ct, ip, miss, cnt, aux, ip[I_UNK_END_TOK])
             lp, ns, _ = _word_lookup(wt, ip, miss, cnt, lm, np.int64(UNK_TOKEN))
-            y = x + lmw * (lp + lp_sp) + wp + fp[F_UNK_PENALTY]
-            if not (y + succ_emit_max > cutoff):
+            y = x + lmw * (lp + lp_sp)
+            if not (y + succ_bound > cutoff):
                 continue
             r = _new_record(rec, cnt, c, np.int64(R_UNK_WORD), np.int64(UNK_TOKEN), MINUS1, t - 1, y, lp, ns)
             if r < 0:
@@ -517,7 +518,7 @@ def _add_event(ev, cnt, kind, x, lm, aux, bp, start, unit, word):
 
 
 @numba.njit(cache=True)
-def _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_emit_max):
+def _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_bound):
     """Phase 1 of a frame: every transition that needs no LM entry; word ends and
     out-of-lexicon letter ends go to ``ev``. Returns (status, best)."""
     beam = fp[F_BEAM]
@@ -569,7 +570,7 @@ def _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_emit_m
                     cutoff = best - beam
             continue
         x = sc + net.net_next[s]
-        if not (x + succ_emit_max > cutoff):
+        if not (x + succ_bound > cutoff):
             continue    # no successor of this exit can survive
         u = net.net_unit[s]
         kind = net.unit_kind[u]
@@ -612,8 +613,6 @@ def search_kernel(loglik, t0, net, fp, ip, cur, h, rec, ev, wt, ct, eos, miss, f
     ``t == T`` stands for the line-end step.
     """
     T = loglik.shape[0]
-    root_first = net.first_child[0]
-    root_n = net.n_children[0]
     for t in range(t0, T + 1):
         cnt[C_MISSING] = 0
         if t == T:
@@ -625,19 +624,18 @@ def search_kernel(loglik, t0, net, fp, ip, cur, h, rec, ev, wt, ct, eos, miss, f
                 cnt[C_RECORDS] = n_rec0
                 cnt[C_FINALS] = 0
             return status, t
-        # best emission of any state a word end leads to: a bound to skip dead word ends
+        # best emission of the first state of any model: a bound to skip dead model exits
         succ_emit_max = NEG_INF
-        for c in range(root_first, root_first + root_n):
-            succ_emit_max = max(succ_emit_max, loglik[t, net.net_emit[net.unit_state0[c]]])
-        for u in (ip[I_U_SPACE], ip[I_U_BLANK_END]):
-            if u >= 0:
-                succ_emit_max = max(succ_emit_max, loglik[t, net.net_emit[net.unit_state0[u]]])
-        for j in range(net.unk_units.shape[0]):
-            succ_emit_max = max(succ_emit_max, loglik[t, net.net_emit[net.unit_state0[net.unk_units[j]]]])
+        for k in range(net.sym_first.shape[0]):
+            succ_emit_max = max(succ_emit_max, loglik[t, net.sym_first[k]])
+        # a successor of a model exit adds terms <= 0, an entry emission and perhaps a bonus
+        succ_bound = succ_emit_max + max(fp[F_WORD_PENALTY], 0.0)
+        if ip[I_HAS_UNK] != 0:
+            succ_bound += max(fp[F_UNK_PENALTY], 0.0)
         if cnt[C_PHASE] == 0:
             cnt[C_EVENTS] = 0
             cnt[C_FRAME_RECORDS] = cnt[C_RECORDS]
-            status, best = _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_emit_max)
+            status, best = _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_bound)
             if status != S_DONE:
                 _clear_hash(h, cnt)
                 return status, t
@@ -649,7 +647,7 @@ def search_kernel(loglik, t0, net, fp, ip, cur, h, rec, ev, wt, ct, eos, miss, f
         if cnt[C_MISSING] > 0:
             return S_NEED_LM, t
         status, best = _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best_state[0],
-                                        succ_emit_max)
+                                        succ_bound)
         cnt[C_PHASE] = 0
         if status == S_DONE and cnt[C_MISSING] > 0:
             status = S_GROW_TOKENS   # cannot happen (entries checked above); redo the frame safely
@@ -657,7 +655,9 @@ def search_kernel(loglik, t0, net, fp, ip, cur, h, rec, ev, wt, ct, eos, miss, f
             _clear_hash(h, cnt)
             cnt[C_RECORDS] = cnt[C_FRAME_RECORDS]
             return status, t
+        cnt[C_STAT_EVENTS] += cnt[C_EVENTS]
         _prune(h, cnt, cur, fp[F_BEAM], ip[I_MAX_ACTIVE], best)
+        cnt[C_STAT_TOKENS] += cnt[C_ACTIVE]
         if cnt[C_ACTIVE] == 0:
             cnt[C_FINALS] = 0
             return S_DONE, T      # nothing can be reached: the line is impossible
@@ -732,6 +732,7 @@ def build_network(topology, transitions, tree, word_gaps=True, line_blanks=True,
         net_last=(pos == n_states[net_unit] - 1),
         unk_units=unk_units,
         unk_tok=unk_symbols.copy(),
+        sym_first=topology.state_offset.astype(np.int64),
     )
     return net, unit_ids
 
@@ -796,11 +797,13 @@ class LmTable:
         return sum(a.nbytes for a in self.table)
 
 
-class SearchOutput(namedtuple("SearchOutput", ["records", "finals", "n_frames"])):
+class SearchOutput(namedtuple("SearchOutput", ["records", "finals", "n_frames", "last"])):
     """Records (word ends, out-of-lexicon letters) and complete hypotheses of one line.
 
     ``finals.score[i]`` is the total score of a complete hypothesis whose last record is
     ``finals.rec[i]`` (-1: no word, the blank-only line); follow ``records.prev``.
+    ``last``: when there is no complete hypothesis, the tokens alive at the last frame
+    (for a partial traceback), else None.
     """
 
 
@@ -852,7 +855,7 @@ class TokenSearch:
         self.chars = LmTable(char_scorer, n_chars)
         self.eos = np.full(16, np.nan)
         self.missing = Missing(np.zeros(4096, np.int8), np.zeros(4096, np.int64), np.zeros(4096, np.int64))
-        self.cnt = np.zeros(8, dtype=np.int64)
+        self.cnt = np.zeros(11, dtype=np.int64)
         self.best_state = np.zeros(1)
         self._alloc_tokens(1 << 12)
         self._alloc_records(1 << 14)
@@ -941,7 +944,11 @@ class TokenSearch:
         n_rec, n_fin = int(self.cnt[C_RECORDS]), int(self.cnt[C_FINALS])
         records = Records(*(a[:n_rec].copy() for a in self.rec))
         finals = Finals(*(a[:n_fin].copy() for a in self.fin))
-        return SearchOutput(records, finals, len(loglik))
+        last = None
+        if n_fin == 0:
+            n_act = int(self.cnt[C_ACTIVE]) if t == len(loglik) else 0
+            last = Tokens(*(a[:n_act].copy() for a in self.cur))
+        return SearchOutput(records, finals, len(loglik), last)
 
     @property
     def nbytes(self) -> int:

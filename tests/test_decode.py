@@ -358,3 +358,16 @@ def test_emissions_file_decodes_like_the_matrices(model, lm_files, tmp_path):
             list(read_emissions(tmp_path / bad, S))
     with pytest.raises(HwrError):
         recognizer.decode_loglik(np.zeros((4, S + 1)))
+
+
+def test_a_line_that_loses_every_hypothesis_gets_its_partial_traceback(model, lm_files):
+    # the emissions stop in the middle of the last letter's states: with one token per frame
+    # no word end survives to the last frame, so the word being read is completed and aligned
+    loglik = planted(model, "cab", frames_per_state=3)[:-4]
+    recognizer = Recognizer(model, lexicon=LEXICON, lm=lm_files[0], beam=1e-3, max_active=1)
+    hyp = recognizer.decode_loglik(loglik)
+    assert hyp.text == "cab"
+    assert hyp.optical_score == pytest.approx(optical(model, loglik, "cab"), abs=1e-9)
+    assert hyp.score == pytest.approx(hyp.optical_score + hyp.lm_score)
+    assert [(w.text, w.first_frame, w.last_frame) for w in hyp.words] == [("cab", 0, len(loglik) - 1)]
+    assert math.isnan(hyp.words[0].confidence)
