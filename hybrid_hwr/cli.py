@@ -534,9 +534,35 @@ def _run_decode(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# demo
+
+
+def _add_demo(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo", help="decode the bundled test lines with the bundled model, print CER and WER",
+        description="Decodes the bundled sample's test lines (writers not seen in training) with the "
+        "default model (or --model DIR and its decoder.json), prints each reference and hypothesis, then "
+        "corpus CER, WER and the time taken. --output DIR also writes DIR/index.html: every line image "
+        "with its recognised word boxes, hypothesis and reference.",
+    )
+    p.add_argument("--model", metavar="DIR", help="model directory (default: the bundled default model)")
+    p.add_argument("--output", metavar="DIR", help="also write DIR/index.html and the line images")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="decode only the first N test lines")
+    p.add_argument("--jobs", type=positive_int, metavar="N", help="run over N processes (default 2)")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    demo.run_demo(args.model, output=args.output, limit=args.limit, jobs=args.jobs)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # Entry point
 
-_SUBCOMMANDS = (_add_import, _add_features, _add_train, _add_align, _add_decode, _add_evaluate)
+_SUBCOMMANDS = (_add_import, _add_features, _add_train, _add_align, _add_decode, _add_evaluate, _add_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
