@@ -559,10 +559,46 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+
+# ---------------------------------------------------------------------------------------
+# build-lm
+
+
+def _add_build_lm(subparsers) -> None:
+    p = subparsers.add_parser(
+        "build-lm", help="build a KenLM n-gram model (word or character) from text corpora",
+        description="Tokenises the corpora (hybrid_hwr.text: the tokeniser of the lexicons and LMs) and runs "
+        "KenLM's lmplz (modified Kneser-Ney; --discount_fallback is applied when a small corpus needs it).",
+    )
+    p.add_argument("corpora", nargs="+", metavar="CORPUS", help="text files (.txt, .xz, .gz, .bz2) or split files (.tsv)")
+    p.add_argument("--order", type=positive_int, required=True, help="n-gram order")
+    p.add_argument("-o", "--output", required=True, metavar="LM.arpa.gz", help=".arpa.gz, .arpa, .binary or .klm")
+    p.add_argument("--vocab", metavar="LEXICON", help="restrict the vocabulary to this lexicon")
+    p.add_argument("--prune", metavar="C1,C2,...", help="count thresholds per order, e.g. 0,1,1")
+    p.add_argument("--unit", choices=("word", "char"), default="word", help="word or character LM")
+    p.add_argument("--lang", choices=("en", "fr"), default="en", help="tokeniser conventions (default en)")
+    p.add_argument("--memory", default="2G", help="lmplz -S memory (default 2G)")
+    p.add_argument("--binary", metavar="FILE", help="also write a KenLM binary")
+    p.set_defaults(run=_run_build_lm)
+
+
+def _run_build_lm(args: argparse.Namespace) -> int:
+    from .lm import build_lm
+
+    try:
+        prune = [int(c) for c in args.prune.split(",")] if args.prune else None
+    except ValueError:
+        raise HwrError(f"--prune: expected counts like 0,1,1, got {args.prune!r}") from None
+    out = build_lm(args.corpora, args.order, args.output, lang=args.lang, unit=args.unit, vocab=args.vocab,
+                   prune=prune, memory=args.memory, binary_path=args.binary)
+    print(f"wrote {out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------
 # Entry point
 
-_SUBCOMMANDS = (_add_import, _add_features, _add_train, _add_align, _add_decode, _add_evaluate, _add_demo)
+_SUBCOMMANDS = (_add_import, _add_features, _add_train, _add_align, _add_decode, _add_evaluate, _add_build_lm, _add_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
