@@ -235,10 +235,10 @@ def test_build_lm_writes_a_kenlm_model_of_the_corpus(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the cat sat on the mat\nthe dog sat on the cat\n", encoding="utf-8")
     out = tmp_path / "lm.arpa.gz"
-    assert main(["build-lm", "--order", "2", str(corpus), "-o", str(out)]) == 0
+    assert cli.main(["build-lm", "--order", "2", str(corpus), "-o", str(out)]) == 0
     model = kenlm.Model(str(out))
     assert model.order == 2
     # a bigram of the corpus is more probable than one that never occurs
     assert model.score("the cat", bos=False, eos=False) > model.score("cat the", bos=False, eos=False)
-    assert main(["build-lm", "--order", "2", str(tmp_path / "missing.txt"), "-o", str(out)]) == 1
+    assert cli.main(["build-lm", "--order", "2", str(tmp_path / "missing.txt"), "-o", str(out)]) == 1
     assert capsys.readouterr().err.count("\n") == 1
