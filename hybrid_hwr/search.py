@@ -42,7 +42,9 @@ table and resumes at that frame.  Python work is therefore per distinct
 Pruning, at every frame after the emission scores are added: tokens more than
 ``beam`` below the frame's best are dropped (also on the fly while expanding), then
 if more than ``max_active`` remain, a histogram of scores gives the cut that keeps at
-most ``max_active`` (the best bin is always kept).
+most ``max_active`` (the best bin is always kept).  Tokens in the trailing blank hold
+finished lines and are pruned apart, against the best of them, so that the line end
+always finds complete hypotheses when any word could end.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ import numpy as np
 from .errors import HwrError
 
 NEG_INF = -np.inf
+# The kernels take no memory from numba's runtime: without it, passing arrays between
+# them costs no atomic reference counting (which made a hash insertion 10x slower).
+_KERNEL = dict(cache=True, _nrt=False)
 # typed constants: numba compiles a function once per literal argument value otherwise
 ZERO = np.int64(0)
 MINUS1 = np.int64(-1)
@@ -75,8 +80,9 @@ F_LM_WEIGHT, F_WORD_PENALTY, F_BEAM, F_SPACE_ENTER, F_SPACE_SKIP, F_BLANK_ENTER,
 N_FPARAMS = 8
 # int parameters
 (I_MAX_ACTIVE, I_HAS_LM, I_HAS_UNK, I_WORD_GAPS, I_LINE_BLANKS, I_ALLOW_EMPTY, I_BOS, I_UNK_START,
- I_UNK_END_TOK, I_N_WTOK, I_N_CTOK, I_U_BLANK_START, I_U_SPACE, I_U_BLANK_END, I_U_EMPTY) = range(15)
-N_IPARAMS = 15
+ I_UNK_END_TOK, I_N_WTOK, I_N_CTOK, I_U_BLANK_START, I_U_SPACE, I_U_BLANK_END, I_U_EMPTY,
+ I_END_LO, I_END_HI) = range(17)
+N_IPARAMS = 17
 # counters shared by driver and kernel
 (C_ACTIVE, C_RECORDS, C_MISSING, C_FINALS, C_USED, C_EVENTS, C_PHASE, C_FRAME_RECORDS,
  C_STAT_PUSHES, C_STAT_TOKENS, C_STAT_EVENTS) = range(11)
@@ -89,7 +95,7 @@ Network = namedtuple("Network", [
     "unit_kind", "unit_state0", "unit_la", "first_child", "n_children", "word_start", "word_ids",
     "net_emit", "net_self", "net_next", "net_unit", "net_last", "unk_units", "unk_tok", "sym_first"])
 Tokens = namedtuple("Tokens", ["net", "lm", "aux", "score", "bp", "start"])
-Hash = namedtuple("Hash", ["net", "lm", "aux", "score", "bp", "start", "used"])
+Hash = namedtuple("Hash", ["net", "lm", "aux", "score", "bp", "start", "used", "hist", "best_end"])
 Records = namedtuple("Records", ["prev", "kind", "token", "start", "end", "score", "lmlp", "lm_state"])
 Table = namedtuple("Table", ["keys", "logp", "next"])
 Finals = namedtuple("Finals", ["score", "rec", "lm_state"])
@@ -99,7 +105,7 @@ Events = namedtuple("Events", ["kind", "score", "lm", "aux", "bp", "start", "uni
 
 # ----------------------------------------------------------------------------- kernel helpers
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _mix(a, b, c):
     h = np.uint64(a) * np.uint64(0x9E3779B97F4A7C15)
     h ^= np.uint64(b) * np.uint64(0xC2B2AE3D27D4EB4F)
@@ -107,7 +113,7 @@ def _mix(a, b, c):
     return h ^ (h >> np.uint64(29))
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _table_find(table, key):
     """Slot of ``key`` in an open-addressing table, -1 if absent."""
     mask = table.keys.shape[0] - 1
@@ -121,7 +127,7 @@ def _table_find(table, key):
         i = (i + 1) & mask
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def table_put(table, keys, logp, nxt):
     """Insert entries (the driver keeps the load below one half)."""
     mask = table.keys.shape[0] - 1
@@ -135,7 +141,7 @@ def table_put(table, keys, logp, nxt):
         table.next[i] = nxt[j]
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _request(miss, cnt, kind, state, token):
     n = cnt[C_MISSING]
     if n < miss.kind.shape[0]:
@@ -147,37 +153,39 @@ def _request(miss, cnt, kind, state, token):
         cnt[C_MISSING] = n   # full: the rest is asked for on the next try
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _push(h, cnt, s, lm, aux, score, bp, start):
     """Viterbi recombination into the next frame's hash. Returns False when the hash is too full."""
-    cnt[C_STAT_PUSHES] += 1
-    mask = h.net.shape[0] - 1
+    hnet, hlm, haux, hscore = h.net, h.lm, h.aux, h.score
+    mask = hnet.shape[0] - 1
     i = np.int64(_mix(s, lm, aux) & np.uint64(mask))
     while True:
-        k = h.net[i]
+        k = hnet[i]
         if k == -1:
             n = cnt[C_USED]
-            if 2 * (n + 1) > h.net.shape[0]:
+            if 2 * (n + 1) > hnet.shape[0]:
                 return False
-            h.net[i] = s
-            h.lm[i] = lm
-            h.aux[i] = aux
-            h.score[i] = score
+            hnet[i] = s
+            hlm[i] = lm
+            haux[i] = aux
+            hscore[i] = score
             h.bp[i] = bp
             h.start[i] = start
             h.used[n] = i
             cnt[C_USED] = n + 1
+            cnt[C_STAT_PUSHES] += 1
             return True
-        if k == s and h.lm[i] == lm and h.aux[i] == aux:
-            if score > h.score[i]:
-                h.score[i] = score
+        if k == s and hlm[i] == lm and haux[i] == aux:
+            if score > hscore[i]:
+                hscore[i] = score
                 h.bp[i] = bp
                 h.start[i] = start
+            cnt[C_STAT_PUSHES] += 1
             return True
         i = (i + 1) & mask
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _new_record(rec, cnt, prev, kind, token, start, end, score, lmlp, lm_state):
     n = cnt[C_RECORDS]
     if n >= rec.prev.shape[0]:
@@ -194,14 +202,14 @@ def _new_record(rec, cnt, prev, kind, token, start, end, score, lmlp, lm_state):
     return n
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _clear_hash(h, cnt):
     for j in range(cnt[C_USED]):
         h.net[h.used[j]] = -1
     cnt[C_USED] = 0
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _word_lookup(wt, ip, miss, cnt, state, token):
     """(ln p, next state, found) of a word-LM transition; requests it when absent."""
     if ip[I_HAS_LM] == 0:
@@ -213,7 +221,7 @@ def _word_lookup(wt, ip, miss, cnt, state, token):
     return wt.logp[slot], wt.next[slot], True
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _char_lookup(ct, ip, miss, cnt, state, token):
     slot = _table_find(ct, np.int64(state) * ip[I_N_CTOK] + token + 1)
     if slot < 0:
@@ -222,7 +230,7 @@ def _char_lookup(ct, ip, miss, cnt, state, token):
     return ct.logp[slot], ct.next[slot], True
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _eos_lookup(eos, ip, miss, cnt, state):
     if ip[I_HAS_LM] == 0:
         return 0.0, True
@@ -232,7 +240,7 @@ def _eos_lookup(eos, ip, miss, cnt, state):
     return 0.0, False
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, score, lm, bp, cutoff, best):
     """Start a word at frame ``t``: every child of the root (and the first letter of an
     out-of-lexicon word). Returns (best, ok)."""
@@ -266,7 +274,7 @@ def _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, score, lm, bp, cutoff
     return best, True
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, lm, bp, cutoff, best):
     """Successors of a word end of score ``y`` (LM state ``lm``, record ``bp``) into frame ``t``."""
     if ip[I_WORD_GAPS] != 0 and ip[I_U_SPACE] >= 0:
@@ -283,36 +291,50 @@ def _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, lm, bp, cutoff, bes
     if not ok:
         return best, False
     if ip[I_LINE_BLANKS] != 0 and ip[I_U_BLANK_END] >= 0:
+        # the trailing blank ignores the cutoff: see _prune (finished lines are kept apart)
         s = net.unit_state0[ip[I_U_BLANK_END]]
         v = y + fp[F_BLANK_ENTER] + loglik[t, net.net_emit[s]]
-        if v > cutoff and v > NEG_INF:
+        if v > NEG_INF:
             if not _push(h, cnt, s, lm, ZERO, v, bp, t):
                 return best, False
-            best = max(best, v)
     return best, True
 
 
-@numba.njit(cache=True)
-def _prune(h, cnt, cur, beam, max_active, best):
-    """Beam and histogram pruning of the next frame's hash into ``cur``; clears the hash."""
+@numba.njit(**_KERNEL)
+def _prune(h, cnt, cur, beam, max_active, best, end_lo, end_hi):
+    """Beam and histogram pruning of the next frame's hash into ``cur``; clears the hash.
+
+    Tokens in the trailing blank (network states ``end_lo .. end_hi - 1``) hold finished
+    lines: they compete only with the tokens of their own state (``beam`` below the best
+    of them, outside ``max_active``), so that every blank state keeps its best finished
+    line, whatever the tokens in the middle of words (whose LM cost is not fully paid
+    yet) score, and the line end finds complete hypotheses.
+    """
     n_used = cnt[C_USED]
     thresh = best - beam
     n_in = 0
     lowest = best
+    best_end = h.best_end
+    for k in range(end_hi - end_lo):
+        best_end[k] = NEG_INF
     for j in range(n_used):
-        v = h.score[h.used[j]]
-        if v >= thresh:
+        i = h.used[j]
+        v = h.score[i]
+        if end_lo <= h.net[i] < end_hi:
+            best_end[h.net[i] - end_lo] = max(best_end[h.net[i] - end_lo], v)
+        elif v >= thresh:
             n_in += 1
             if v < lowest:
                 lowest = v
     if n_in > max_active:
-        n_bins = 256
+        n_bins = h.hist.shape[0] - 1
         width = (best - lowest) / n_bins
         if width > 0.0:
-            counts = np.zeros(n_bins + 1, dtype=np.int64)
+            counts = h.hist
+            counts[:] = 0
             for j in range(n_used):
                 v = h.score[h.used[j]]
-                if v >= thresh:
+                if v >= thresh and not (end_lo <= h.net[h.used[j]] < end_hi):
                     counts[min(int((best - v) / width), n_bins)] += 1
             total = counts[0]
             b = 1
@@ -323,7 +345,9 @@ def _prune(h, cnt, cur, beam, max_active, best):
     n = 0
     for j in range(n_used):
         i = h.used[j]
-        if h.score[i] >= thresh and h.score[i] > NEG_INF:
+        v = h.score[i]
+        keep = (v >= best_end[h.net[i] - end_lo] - beam) if end_lo <= h.net[i] < end_hi else (v >= thresh)
+        if keep and v > NEG_INF:
             cur.net[n] = h.net[i]
             cur.lm[n] = h.lm[i]
             cur.aux[n] = h.aux[i]
@@ -336,7 +360,7 @@ def _prune(h, cnt, cur, beam, max_active, best):
     cnt[C_ACTIVE] = n
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _final_step(T, net, fp, ip, cur, rec, cnt, wt, ct, eos, miss, fin):
     """Line end: the complete hypotheses of the last frame's tokens into ``fin``."""
     lmw = fp[F_LM_WEIGHT]
@@ -387,7 +411,7 @@ def _final_step(T, net, fp, ip, cur, rec, cnt, wt, ct, eos, miss, fin):
     return S_DONE
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _unk_word_end(T, end, x, i, net, fp, ip, cur, rec, cnt, wt, ct, eos, miss, fin, n_fin, end_skip):
     """Final step for a token leaving the last letter of an out-of-lexicon word."""
     lmw = fp[F_LM_WEIGHT]
@@ -414,7 +438,7 @@ def _unk_word_end(T, end, x, i, net, fp, ip, cur, rec, cnt, wt, ct, eos, miss, f
     return S_DONE, n_fin + 1
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _unk_symbol(net, u):
     """Symbol index (into net.unk_units) of an UNK unit."""
     for j in range(net.unk_units.shape[0]):
@@ -425,7 +449,7 @@ def _unk_symbol(net, u):
 
 # ----------------------------------------------------------------------------- the kernel
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _word_end_lookups(ev, e, net, ip, wt, ct, miss, cnt):
     """True when every LM entry that event ``e`` needs is in the tables (else requests them)."""
     ok = True
@@ -443,13 +467,14 @@ def _word_end_lookups(ev, e, net, ip, wt, ct, miss, cnt):
     return ok
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best, succ_bound):
     """Phase 2 of a frame: the word ends (and out-of-lexicon letters) of phase 1, whose LM
     entries are all in the tables. Returns (status, best)."""
     lmw = fp[F_LM_WEIGHT]
     beam = fp[F_BEAM]
     cutoff = best - beam
+    end_kept = ip[I_LINE_BLANKS] != 0 and ip[I_U_BLANK_END] >= 0
     for e in range(cnt[C_EVENTS]):
         x = ev.score[e]
         lm = ev.lm[e]
@@ -460,7 +485,7 @@ def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best
             lp, ns, _ = _word_lookup(wt, ip, miss, cnt, lm, w)
             y = x - net.unit_la[u] + lmw * lp
             # skip word ends none of whose successors can survive
-            if not (y + succ_bound > cutoff):
+            if not (y + succ_bound > cutoff or end_kept):
                 continue
             r = _new_record(rec, cnt, bp, np.int64(R_WORD), w, ev.start[e], t - 1, y, lp, ns)
             if r < 0:
@@ -488,7 +513,7 @@ def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best
             lp_sp, _, _ = _char_lookup(ct, ip, miss, cnt, aux, ip[I_UNK_END_TOK])
             lp, ns, _ = _word_lookup(wt, ip, miss, cnt, lm, np.int64(UNK_TOKEN))
             y = x + lmw * (lp + lp_sp)
-            if not (y + succ_bound > cutoff):
+            if not (y + succ_bound > cutoff or end_kept):
                 continue
             r = _new_record(rec, cnt, c, np.int64(R_UNK_WORD), np.int64(UNK_TOKEN), MINUS1, t - 1, y, lp, ns)
             if r < 0:
@@ -500,7 +525,7 @@ def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best
     return S_DONE, best
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _add_event(ev, cnt, kind, x, lm, aux, bp, start, unit, word):
     n = cnt[C_EVENTS]
     if n >= ev.kind.shape[0]:
@@ -517,7 +542,7 @@ def _add_event(ev, cnt, kind, x, lm, aux, bp, start, unit, word):
     return True
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_bound):
     """Phase 1 of a frame: every transition that needs no LM entry; word ends and
     out-of-lexicon letter ends go to ``ev``. Returns (status, best)."""
@@ -553,6 +578,16 @@ def _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_bound)
         sc = cur.score[i]
         bp = cur.bp[i]
         st = cur.start[i]
+        if ip[I_END_LO] <= s < ip[I_END_HI]:
+            # the trailing blank: pruned apart (see _prune)
+            v = sc + net.net_self[s] + loglik[t, net.net_emit[s]]
+            if v > NEG_INF and not _push(h, cnt, s, lm, aux, v, bp, st):
+                return S_GROW_TOKENS, best
+            if not net.net_last[s]:
+                v = sc + net.net_next[s] + loglik[t, net.net_emit[s + 1]]
+                if v > NEG_INF and not _push(h, cnt, s + 1, lm, aux, v, bp, st):
+                    return S_GROW_TOKENS, best
+            continue
         v = sc + net.net_self[s] + loglik[t, net.net_emit[s]]
         if v > cutoff and v > NEG_INF:
             if not _push(h, cnt, s, lm, aux, v, bp, st):
@@ -599,7 +634,7 @@ def _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_bound)
     return S_DONE, best
 
 
-@numba.njit(cache=True)
+@numba.njit(**_KERNEL)
 def search_kernel(loglik, t0, net, fp, ip, cur, h, rec, ev, wt, ct, eos, miss, fin, cnt, best_state):
     """Frame-synchronous token passing from frame ``t0`` to the end of the line.
 
@@ -656,7 +691,7 @@ def search_kernel(loglik, t0, net, fp, ip, cur, h, rec, ev, wt, ct, eos, miss, f
             cnt[C_RECORDS] = cnt[C_FRAME_RECORDS]
             return status, t
         cnt[C_STAT_EVENTS] += cnt[C_EVENTS]
-        _prune(h, cnt, cur, fp[F_BEAM], ip[I_MAX_ACTIVE], best)
+        _prune(h, cnt, cur, fp[F_BEAM], ip[I_MAX_ACTIVE], best, ip[I_END_LO], ip[I_END_HI])
         cnt[C_STAT_TOKENS] += cnt[C_ACTIVE]
         if cnt[C_ACTIVE] == 0:
             cnt[C_FINALS] = 0
@@ -850,6 +885,10 @@ class TokenSearch:
         ip[I_U_SPACE] = unit_ids["space"]
         ip[I_U_BLANK_END] = unit_ids["blank_end"]
         ip[I_U_EMPTY] = unit_ids["empty"]
+        ip[I_END_LO] = ip[I_END_HI] = -1
+        if line_blanks and unit_ids["blank_end"] >= 0:
+            ip[I_END_LO] = network.unit_state0[unit_ids["blank_end"]]
+            ip[I_END_HI] = ip[I_END_LO] + int(np.sum(network.net_unit == unit_ids["blank_end"]))
         self.fp, self.ip = fp, ip
         self.words = LmTable(word_scorer, n_words)
         self.chars = LmTable(char_scorer, n_chars)
@@ -873,7 +912,8 @@ class TokenSearch:
                 new[:keep] = prev[:keep]
         self.hash = Hash(np.full(capacity, -1, np.int64), np.zeros(capacity, np.int64), np.zeros(capacity, np.int64),
                          np.zeros(capacity), np.zeros(capacity, np.int64), np.zeros(capacity, np.int64),
-                         np.zeros(capacity, np.int64))
+                         np.zeros(capacity, np.int64), np.zeros(257, np.int64),
+                         np.zeros(max(int(self.ip[I_END_HI] - self.ip[I_END_LO]), 1)))
         self.fin = Finals(np.zeros(capacity), np.zeros(capacity, np.int64), np.zeros(capacity, np.int64))
         self.ev = Events(np.zeros(capacity, np.int8), np.zeros(capacity), np.zeros(capacity, np.int64),
                          np.zeros(capacity, np.int64), np.zeros(capacity, np.int64), np.zeros(capacity, np.int64),

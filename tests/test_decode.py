@@ -279,6 +279,18 @@ def test_character_lm_mode_reads_a_planted_line(model, lm_files):
     assert hyp.lm_score == pytest.approx(kenlm_ln(lm, "a b <sp> c"), abs=1e-9)
 
 
+def test_finished_lines_survive_pruning(model, lm_files):
+    # "c" ends early; the tokens reading "cab" beat it until the line stops inside "b":
+    # the trailing blank kept "c" apart from the beam, so the line still has a full answer
+    loglik = planted(model, "cab", frames_per_state=3)[:-4]
+    hyp = Recognizer(model, lexicon=LEXICON, lm=lm_files[0], beam=1e-3, max_active=1).decode_loglik(loglik)
+    assert hyp.text == "c" and hyp.words[0].confidence == 1.0
+    # a real path of "c" (pruning chose where "c" ends, so not necessarily its best)
+    assert hyp.optical_score <= optical(model, loglik, "c") + 1e-9
+    lm = load_lm(lm_files[0])
+    assert hyp.score == pytest.approx(hyp.optical_score + kenlm_ln(lm, "c"))
+
+
 def test_pruning_keeps_a_real_hypothesis(model, lm_files):
     exact = Recognizer(model, lexicon=LEXICON, lm=lm_files[0], **EXHAUSTIVE)
     for kw in (dict(beam=1e-3), dict(max_active=2), dict(beam=2.0, max_active=3)):
@@ -362,9 +374,9 @@ def test_emissions_file_decodes_like_the_matrices(model, lm_files, tmp_path):
 
 def test_a_line_that_loses_every_hypothesis_gets_its_partial_traceback(model, lm_files):
     # the emissions stop in the middle of the last letter's states: with one token per frame
-    # no word end survives to the last frame, so the word being read is completed and aligned
+    # no word ends before the last frame, so the word being read is completed and aligned
     loglik = planted(model, "cab", frames_per_state=3)[:-4]
-    recognizer = Recognizer(model, lexicon=LEXICON, lm=lm_files[0], beam=1e-3, max_active=1)
+    recognizer = Recognizer(model, lexicon=["cab", "ba"], lm=lm_files[0], beam=1e-3, max_active=1)
     hyp = recognizer.decode_loglik(loglik)
     assert hyp.text == "cab"
     assert hyp.optical_score == pytest.approx(optical(model, loglik, "cab"), abs=1e-9)
