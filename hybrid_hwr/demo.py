@@ -302,10 +302,11 @@ body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1400px; }
         border-radius: 3px; }
 .word span { position: absolute; top: 100%; left: 0; font-size: 75%; white-space: nowrap;
              background: rgba(255,255,255,.85); padding: 0 2px; }
+.word.odd span { top: calc(100% + 1.3em); }  /* labels of neighbouring words on two rows */
 .good { border-color: rgba(0,150,0,.8); background: rgba(0,150,0,.07); }
 .fair { border-color: rgba(230,140,0,.85); background: rgba(230,140,0,.08); }
 .poor { border-color: rgba(210,0,0,.8); background: rgba(210,0,0,.08); }
-.texts { margin-top: 1.6em; }
+.texts { margin-top: 2.8em; }
 .texts div { margin: .15em 0; }
 .label { display: inline-block; width: 3em; color: #777; }
 .error { color: #b00; }
@@ -326,7 +327,7 @@ def _word_boxes_html(result: LineResult) -> list[str]:
     """One absolutely positioned div per hypothesis word, in percent of the image width."""
     boxes = []
     width = max(result.width, 1)
-    for word in result.hypothesis.words:
+    for index, word in enumerate(result.hypothesis.words):
         x0 = word.x_start if math.isfinite(word.x_start) else 0.0
         x1 = word.x_end if math.isfinite(word.x_end) else x0
         x0, x1 = sorted((min(max(x0, 0.0), width), min(max(x1, 0.0), width)))
@@ -335,7 +336,7 @@ def _word_boxes_html(result: LineResult) -> list[str]:
         if getattr(word, "oov", False):
             title += " (out of lexicon)"
         boxes.append(
-            f'<div class="word {_confidence_class(conf)}" data-word="{html.escape(word.text)}" '
+            f'<div class="word {_confidence_class(conf)}{" odd" if index % 2 else ""}" data-word="{html.escape(word.text)}" '
             f'style="left:{_percent(100 * x0 / width)};width:{_percent(100 * (x1 - x0) / width)}" '
             f'title="{html.escape(title)}"><span>{html.escape(word.text)}</span></div>')
     return boxes
