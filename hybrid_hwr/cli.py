@@ -443,21 +443,23 @@ def _add_decode(subparsers) -> None:
         "(+ unk_penalty per out-of-lexicon word); without --lexicon, a character loop whose per-character "
         "term is -char_penalty.",
     )
-    p.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    p.add_argument("--model", metavar="DIR",
+                   help="model directory (default: the bundled model); its decoder.json, if any, gives the "
+                   "default decoding settings, which the options below override")
     p.add_argument("--lexicon", metavar="FILE", help="lexicon, one word a line (default: character loop)")
     p.add_argument("--lm", metavar="FILE", help="word n-gram LM (.arpa, .arpa.gz or KenLM binary)")
     p.add_argument("--char-lm", metavar="FILE", help="character n-gram LM: lexicon-free decoding, or with "
                    "--unk-penalty the speller of out-of-lexicon words")
-    p.add_argument("--lm-weight", type=float, default=1.0, help="LM scale (default 1.0)")
-    p.add_argument("--word-penalty", type=float, default=0.0, help="added per word (negative: fewer words)")
+    p.add_argument("--lm-weight", type=float, help="LM scale (default 1.0)")
+    p.add_argument("--word-penalty", type=float, help="added per word (negative: fewer words; default 0)")
     p.add_argument("--unk-penalty", type=float, help="allow out-of-lexicon words at this cost (default: strict lexicon)")
-    p.add_argument("--char-penalty", type=float, default=0.0,
-                   help="character insertion penalty without lexicon (positive: fewer characters)")
-    p.add_argument("--beam", type=positive_float, default=DEFAULT_BEAM, help=f"pruning beam (default {DEFAULT_BEAM})")
-    p.add_argument("--max-active", type=positive_int, default=DEFAULT_MAX_ACTIVE,
+    p.add_argument("--char-penalty", type=float,
+                   help="character insertion penalty without lexicon (positive: fewer characters; default 0)")
+    p.add_argument("--beam", type=positive_float, help=f"pruning beam (default {DEFAULT_BEAM})")
+    p.add_argument("--max-active", type=positive_int,
                    help=f"at most this many tokens per frame (default {DEFAULT_MAX_ACTIVE})")
     p.add_argument("--nbest", type=positive_int, default=1, help="n-best list length (written with --details)")
-    p.add_argument("--lang", choices=("en", "fr"), default="en",
+    p.add_argument("--lang", choices=("en", "fr"),
                    help="tokeniser conventions for joining lexicon words into text (default en)")
     p.add_argument("--emissions", metavar="FILE.npz",
                    help="decode these frame x state log-likelihood matrices (one per line id) instead of images")
@@ -490,17 +492,11 @@ def _run_decode(args: argparse.Namespace) -> int:
     import json
 
     from .batch import ordered_map, progress
-    from .decode import Recognizer
-    from .model import load_model
-    from .text import detokenize
+    from .demo import load_recognizer
 
-    model = load_model(args.model)
-    recognizer = Recognizer(model, lexicon=args.lexicon, lm=args.lm, lm_weight=args.lm_weight,
-                            word_penalty=args.word_penalty, beam=args.beam, max_active=args.max_active,
-                            nbest=args.nbest, char_penalty=args.char_penalty, unk_penalty=args.unk_penalty,
-                            char_lm=args.char_lm)
-    # Lexicon words are tokens ("l'", "État", ","): join them back into written text.
-    as_text = (lambda text: detokenize(text.split(), args.lang)) if args.lexicon else (lambda text: text)
+    given = {name: getattr(args, name) for name in ("lexicon", "lm", "char_lm", "lm_weight", "word_penalty",
+                                                    "unk_penalty", "char_penalty", "beam", "max_active", "lang")}
+    recognizer, settings = load_recognizer(args.model, nbest=args.nbest, **given)
     if args.emissions:
         results = ((Line(line_id, "", Path(args.emissions)), hyp, None)
                    for line_id, hyp in recognizer.decode_emissions(args.emissions))
@@ -517,7 +513,8 @@ def _run_decode(args: argparse.Namespace) -> int:
             if error is not None:
                 warn(f"skipped line {line.id}: {error}")
                 continue
-            out.write(f"{line.id}\t{as_text(hyp.text)}\n")
+            # lexicon words are tokens ("l'", "État", ","): written text joins them back
+            out.write(f"{line.id}\t{settings.display_text(hyp)}\n")
             out.flush()
             if details is not None:
                 details.write(json.dumps({"id": line.id, **hyp.to_dict()}, ensure_ascii=False) + "\n")
