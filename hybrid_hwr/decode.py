@@ -80,7 +80,7 @@ __all__ = ["WordBox", "Alternative", "Hypothesis", "Recognizer", "frames_to_pixe
 
 DEFAULT_BEAM = 250.0
 DEFAULT_MAX_ACTIVE = 5000
-CONFIDENCE_NBEST = 10
+CONFIDENCE_NBEST = 5
 LATTICE_BEAM = 50.0
 # a line whose pruning lost every complete hypothesis is redone with wider pruning,
 # (beam factor, max_active factor); then, with a lexicon, the best partial traceback is
@@ -445,50 +445,69 @@ class Recognizer:
         ids, b, gain = ids[keep], b[keep], gain[keep]
         pr = pr[keep]
         # optical part of each arc = recorded gain minus its recorded LM / penalty terms
-        lm_rec = rec.lmlp[ids].copy()
+        token = rec.token[ids].astype(np.int64)
+        end = rec.end[ids].astype(np.int64)
         is_unk = rec.kind[ids] == R_UNK_WORD
         extra = np.zeros(len(ids))
         for j in np.flatnonzero(is_unk).tolist():
             extra[j] = self._spelling_logp(unk_items[int(ids[j])].text)
-        sigma = gain - lmw * (lm_rec + extra) - self._penalty - np.where(is_unk, self.unk_penalty or 0.0, 0.0)
-        # arcs grouped by start boundary; duplicates (same span and word) keep the best sigma
-        arcs = {}
-        for j in range(len(ids)):
-            r = int(ids[j])
-            item = unk_items[r] if is_unk[j] else _Item(self.words[int(rec.token[r])], int(rec.token[r]),
-                                                        int(rec.start[r]), int(rec.end[r]))
-            key = (int(b[j]), item.end, item.token, item.text)
-            old = arcs.get(key)
-            if old is None or sigma[j] > old[0]:
-                arcs[key] = (float(sigma[j]), float(extra[j]), bool(is_unk[j]), item)
-        by_start: dict = {}
-        for (start_b, end, _, _), arc in arcs.items():
-            by_start.setdefault(start_b, []).append((end, arc))
+        sigma = (gain - lmw * (rec.lmlp[ids] + extra) - self._penalty
+                 - np.where(is_unk, self.unk_penalty or 0.0, 0.0))
+        # duplicates (same span, same lexicon word) keep the best sigma; unknown words stay apart
+        order = np.lexsort((-sigma, np.where(is_unk, np.arange(len(ids)), -1), token, end, b))
+        key = np.stack([b, end, token, np.where(is_unk, np.arange(len(ids)), -1)], 1)[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = np.any(key[1:] != key[:-1], axis=1)
+        arcs = order[first]
+        arcs = arcs[np.argsort(b[arcs], kind="stable")]
+        starts = b[arcs]
         scorer = self._lm_scorer
-        width = 2 * n
-        pending = {-1: [(0.0, scorer.BOS, ())]}
+        width = n + 2
+        penalty, unk_penalty = self._penalty, self.unk_penalty or 0.0
+        pending = {-1: [(0.0, scorer.BOS, (), ())]}    # node -> (score, LM state, word keys, arc ids)
         finals = []
-        for node in sorted(set(pending) | set(by_start) | {int(t) - 1 for t in np.flatnonzero(tail_keep)}):
+        nodes = sorted(set(starts.tolist()) | {-1} | {int(t) - 1 for t in np.flatnonzero(tail_keep)})
+        lo = np.searchsorted(starts, nodes, side="left")
+        hi = np.searchsorted(starts, nodes, side="right")
+        arc_end, arc_tok, arc_sig = end[arcs].tolist(), token[arcs].tolist(), sigma[arcs].tolist()
+        arc_extra, arc_unk = extra[arcs].tolist(), is_unk[arcs].tolist()
+        for node, a0, a1 in zip(nodes, lo.tolist(), hi.tolist()):
             hyps = pending.pop(node, None)
             if not hyps:
                 continue
             hyps.sort(key=lambda h: -h[0])
             seen, top = set(), []
             for h in hyps:
-                key = tuple((it.token, it.text) for it in h[2])
-                if key not in seen:
-                    seen.add(key)
+                if h[2] not in seen:
+                    seen.add(h[2])
                     top.append(h)
                     if len(top) == width:
                         break
             if tail_keep[node + 1] and np.isfinite(tail[node + 1]):
-                for score, state, items in top:
-                    finals.append((score + tail[node + 1] + lmw * scorer.end_score(state), items))
-            for end, (sig, extra_lp, unk, item) in by_start.get(node, ()):
-                for score, state, items in top:
-                    lp, nxt = scorer.score(state, item.token)
-                    total = score + sig + lmw * (lp + extra_lp) + self._penalty + (self.unk_penalty if unk else 0.0)
-                    pending.setdefault(end, []).append((total, nxt, items + (item,)))
+                for score, state, _, path in top:
+                    finals.append((score + tail[node + 1] + lmw * scorer.end_score(state), path))
+            for k in range(a0, a1):
+                tok, unk = arc_tok[k], arc_unk[k]
+                word_key = unk_items[int(ids[arcs[k]])].text if unk else tok
+                gain_k = arc_sig[k] + penalty + (unk_penalty if unk else 0.0)
+                target = pending.setdefault(arc_end[k], [])
+                for score, state, words, path in top:
+                    lp, nxt = scorer.score(state, tok)
+                    target.append((score + gain_k + lmw * (lp + arc_extra[k]), nxt, words + (word_key,),
+                                   path + (k,)))
+        # arc ids -> items
+        out_items = []
+        for score, path in finals:
+            items = []
+            for k in path:
+                r = int(ids[arcs[k]])
+                if rec.kind[r] == R_UNK_WORD:
+                    items.append(unk_items[r])
+                else:
+                    w = int(rec.token[r])
+                    items.append(_Item(self.words[w], w, int(rec.start[r]), int(rec.end[r])))
+            out_items.append((score, tuple(items)))
+        finals = out_items
         return finals
 
     def _result(self, out, loglik_frames: int) -> Hypothesis:

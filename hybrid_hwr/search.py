@@ -61,6 +61,9 @@ NEG_INF = -np.inf
 # The kernels take no memory from numba's runtime: without it, passing arrays between
 # them costs no atomic reference counting (which made a hash insertion 10x slower).
 _KERNEL = dict(cache=True, _nrt=False)
+# on-the-fly pruning while a frame is expanded uses the previous frame's effective beam
+# plus this fraction of the beam (Kaldi's adaptive beam); the frame's own pruning follows
+ADAPTIVE_MARGIN = 0.1
 # typed constants: numba compiles a function once per literal argument value otherwise
 ZERO = np.int64(0)
 MINUS1 = np.int64(-1)
@@ -95,7 +98,10 @@ Network = namedtuple("Network", [
     "unit_kind", "unit_state0", "unit_la", "first_child", "n_children", "word_start", "word_ids",
     "net_emit", "net_self", "net_next", "net_unit", "net_last", "unk_units", "unk_tok", "sym_first"])
 Tokens = namedtuple("Tokens", ["net", "lm", "aux", "score", "bp", "start"])
-Hash = namedtuple("Hash", ["net", "lm", "aux", "score", "bp", "start", "used", "hist", "best_end"])
+# next-frame tokens: one row per slot (one cache line per insertion), columns H_*;
+# ``score`` is a float64 view of the same memory, read at column H_SCORE
+Hash = namedtuple("Hash", ["slots", "score", "used", "hist", "best_end"])
+H_NET, H_LM, H_AUX, H_BP, H_START, H_SCORE = range(6)
 Records = namedtuple("Records", ["prev", "kind", "token", "start", "end", "score", "lmlp", "lm_state"])
 Table = namedtuple("Table", ["keys", "logp", "next"])
 Finals = namedtuple("Finals", ["score", "rec", "lm_state"])
@@ -156,31 +162,30 @@ def _request(miss, cnt, kind, state, token):
 @numba.njit(**_KERNEL)
 def _push(h, cnt, s, lm, aux, score, bp, start):
     """Viterbi recombination into the next frame's hash. Returns False when the hash is too full."""
-    hnet, hlm, haux, hscore = h.net, h.lm, h.aux, h.score
-    mask = hnet.shape[0] - 1
+    slots = h.slots
+    mask = slots.shape[0] - 1
     i = np.int64(_mix(s, lm, aux) & np.uint64(mask))
+    cnt[C_STAT_PUSHES] += 1
     while True:
-        k = hnet[i]
+        k = slots[i, H_NET]
         if k == -1:
             n = cnt[C_USED]
-            if 2 * (n + 1) > hnet.shape[0]:
+            if 2 * (n + 1) > slots.shape[0]:
                 return False
-            hnet[i] = s
-            hlm[i] = lm
-            haux[i] = aux
-            hscore[i] = score
-            h.bp[i] = bp
-            h.start[i] = start
+            slots[i, H_NET] = s
+            slots[i, H_LM] = lm
+            slots[i, H_AUX] = aux
+            slots[i, H_BP] = bp
+            slots[i, H_START] = start
+            h.score[i, H_SCORE] = score
             h.used[n] = i
             cnt[C_USED] = n + 1
-            cnt[C_STAT_PUSHES] += 1
             return True
-        if k == s and hlm[i] == lm and haux[i] == aux:
-            if score > hscore[i]:
-                hscore[i] = score
-                h.bp[i] = bp
-                h.start[i] = start
-            cnt[C_STAT_PUSHES] += 1
+        if k == s and slots[i, H_LM] == lm and slots[i, H_AUX] == aux:
+            if score > h.score[i, H_SCORE]:
+                h.score[i, H_SCORE] = score
+                slots[i, H_BP] = bp
+                slots[i, H_START] = start
             return True
         i = (i + 1) & mask
 
@@ -205,7 +210,7 @@ def _new_record(rec, cnt, prev, kind, token, start, end, score, lmlp, lm_state):
 @numba.njit(**_KERNEL)
 def _clear_hash(h, cnt):
     for j in range(cnt[C_USED]):
-        h.net[h.used[j]] = -1
+        h.slots[h.used[j], H_NET] = -1
     cnt[C_USED] = 0
 
 
@@ -319,9 +324,9 @@ def _prune(h, cnt, cur, beam, max_active, best, end_lo, end_hi):
         best_end[k] = NEG_INF
     for j in range(n_used):
         i = h.used[j]
-        v = h.score[i]
-        if end_lo <= h.net[i] < end_hi:
-            best_end[h.net[i] - end_lo] = max(best_end[h.net[i] - end_lo], v)
+        v = h.score[i, H_SCORE]
+        if end_lo <= h.slots[i, H_NET] < end_hi:
+            best_end[h.slots[i, H_NET] - end_lo] = max(best_end[h.slots[i, H_NET] - end_lo], v)
         elif v >= thresh:
             n_in += 1
             if v < lowest:
@@ -333,8 +338,8 @@ def _prune(h, cnt, cur, beam, max_active, best, end_lo, end_hi):
             counts = h.hist
             counts[:] = 0
             for j in range(n_used):
-                v = h.score[h.used[j]]
-                if v >= thresh and not (end_lo <= h.net[h.used[j]] < end_hi):
+                v = h.score[h.used[j], H_SCORE]
+                if v >= thresh and not (end_lo <= h.slots[h.used[j], H_NET] < end_hi):
                     counts[min(int((best - v) / width), n_bins)] += 1
             total = counts[0]
             b = 1
@@ -345,19 +350,21 @@ def _prune(h, cnt, cur, beam, max_active, best, end_lo, end_hi):
     n = 0
     for j in range(n_used):
         i = h.used[j]
-        v = h.score[i]
-        keep = (v >= best_end[h.net[i] - end_lo] - beam) if end_lo <= h.net[i] < end_hi else (v >= thresh)
+        v = h.score[i, H_SCORE]
+        g = h.slots[i, H_NET]
+        keep = (v >= best_end[g - end_lo] - beam) if end_lo <= g < end_hi else (v >= thresh)
         if keep and v > NEG_INF:
-            cur.net[n] = h.net[i]
-            cur.lm[n] = h.lm[i]
-            cur.aux[n] = h.aux[i]
-            cur.score[n] = h.score[i]
-            cur.bp[n] = h.bp[i]
-            cur.start[n] = h.start[i]
+            cur.net[n] = h.slots[i, H_NET]
+            cur.lm[n] = h.slots[i, H_LM]
+            cur.aux[n] = h.slots[i, H_AUX]
+            cur.score[n] = v
+            cur.bp[n] = h.slots[i, H_BP]
+            cur.start[n] = h.slots[i, H_START]
             n += 1
-        h.net[i] = -1
+        h.slots[i, H_NET] = -1
     cnt[C_USED] = 0
     cnt[C_ACTIVE] = n
+    return best - thresh
 
 
 @numba.njit(**_KERNEL)
@@ -468,11 +475,10 @@ def _word_end_lookups(ev, e, net, ip, wt, ct, miss, cnt):
 
 
 @numba.njit(**_KERNEL)
-def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best, succ_bound):
+def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best, succ_bound, beam):
     """Phase 2 of a frame: the word ends (and out-of-lexicon letters) of phase 1, whose LM
     entries are all in the tables. Returns (status, best)."""
     lmw = fp[F_LM_WEIGHT]
-    beam = fp[F_BEAM]
     cutoff = best - beam
     end_kept = ip[I_LINE_BLANKS] != 0 and ip[I_U_BLANK_END] >= 0
     for e in range(cnt[C_EVENTS]):
@@ -543,10 +549,10 @@ def _add_event(ev, cnt, kind, x, lm, aux, bp, start, unit, word):
 
 
 @numba.njit(**_KERNEL)
-def _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_bound):
+def _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_bound, beam):
     """Phase 1 of a frame: every transition that needs no LM entry; word ends and
-    out-of-lexicon letter ends go to ``ev``. Returns (status, best)."""
-    beam = fp[F_BEAM]
+    out-of-lexicon letter ends go to ``ev``. ``beam``: the width of the on-the-fly
+    cutoff. Returns (status, best)."""
     best = NEG_INF
     cutoff = NEG_INF
     if t == 0:
@@ -571,6 +577,12 @@ def _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_bound)
                 best = max(best, v)
         return S_DONE, best
     has_unk = ip[I_HAS_UNK] != 0
+    # the best token's self-loop first: a score the frame's best will reach, so a cutoff
+    for i in range(cnt[C_ACTIVE]):
+        v = cur.score[i] + net.net_self[cur.net[i]] + loglik[t, net.net_emit[cur.net[i]]]
+        if v > best:
+            best = v
+    cutoff = best - beam
     for i in range(cnt[C_ACTIVE]):
         s = cur.net[i]
         lm = cur.lm[i]
@@ -670,7 +682,11 @@ def search_kernel(loglik, t0, net, fp, ip, cur, h, rec, ev, wt, ct, eos, miss, f
         if cnt[C_PHASE] == 0:
             cnt[C_EVENTS] = 0
             cnt[C_FRAME_RECORDS] = cnt[C_RECORDS]
-            status, best = _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_bound)
+            # on-the-fly cutoff: the previous frame's effective beam (after histogram
+            # pruning) plus a margin, never wider than the beam
+            best_state[1] = min(fp[F_BEAM], best_state[2] + ADAPTIVE_MARGIN * fp[F_BEAM]) if t > 1 else fp[F_BEAM]
+            status, best = _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_bound,
+                                         best_state[1])
             if status != S_DONE:
                 _clear_hash(h, cnt)
                 return status, t
@@ -682,7 +698,7 @@ def search_kernel(loglik, t0, net, fp, ip, cur, h, rec, ev, wt, ct, eos, miss, f
         if cnt[C_MISSING] > 0:
             return S_NEED_LM, t
         status, best = _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best_state[0],
-                                        succ_bound)
+                                        succ_bound, best_state[1])
         cnt[C_PHASE] = 0
         if status == S_DONE and cnt[C_MISSING] > 0:
             status = S_GROW_TOKENS   # cannot happen (entries checked above); redo the frame safely
@@ -691,7 +707,7 @@ def search_kernel(loglik, t0, net, fp, ip, cur, h, rec, ev, wt, ct, eos, miss, f
             cnt[C_RECORDS] = cnt[C_FRAME_RECORDS]
             return status, t
         cnt[C_STAT_EVENTS] += cnt[C_EVENTS]
-        _prune(h, cnt, cur, fp[F_BEAM], ip[I_MAX_ACTIVE], best, ip[I_END_LO], ip[I_END_HI])
+        best_state[2] = _prune(h, cnt, cur, fp[F_BEAM], ip[I_MAX_ACTIVE], best, ip[I_END_LO], ip[I_END_HI])
         cnt[C_STAT_TOKENS] += cnt[C_ACTIVE]
         if cnt[C_ACTIVE] == 0:
             cnt[C_FINALS] = 0
@@ -815,7 +831,9 @@ class LmTable:
             states, tokens, keys = states[absent], tokens[absent], keys[absent]
         if len(keys) == 0:
             return
-        logp, nxt = self.scorer.score_many(states, tokens)
+        scored = [self.scorer.score(state, token) for state, token in zip(states.tolist(), tokens.tolist())]
+        logp = np.array([x[0] for x in scored])
+        nxt = np.array([x[1] for x in scored], dtype=np.int64)
         if 2 * (self.size + len(keys)) > len(self.table.keys):
             capacity = len(self.table.keys)
             while 2 * (self.size + len(keys)) > capacity:
@@ -895,7 +913,7 @@ class TokenSearch:
         self.eos = np.full(16, np.nan)
         self.missing = Missing(np.zeros(4096, np.int8), np.zeros(4096, np.int64), np.zeros(4096, np.int64))
         self.cnt = np.zeros(11, dtype=np.int64)
-        self.best_state = np.zeros(1)
+        self.best_state = np.zeros(3)
         self._alloc_tokens(1 << 12)
         self._alloc_records(1 << 14)
         self.n_lm_requests = 0
@@ -910,9 +928,9 @@ class TokenSearch:
         if keep:
             for new, prev in zip(self.cur, old):
                 new[:keep] = prev[:keep]
-        self.hash = Hash(np.full(capacity, -1, np.int64), np.zeros(capacity, np.int64), np.zeros(capacity, np.int64),
-                         np.zeros(capacity), np.zeros(capacity, np.int64), np.zeros(capacity, np.int64),
-                         np.zeros(capacity, np.int64), np.zeros(257, np.int64),
+        slots = np.zeros((capacity, 6), np.int64)
+        slots[:, H_NET] = -1
+        self.hash = Hash(slots, slots.view(np.float64), np.zeros(capacity, np.int64), np.zeros(257, np.int64),
                          np.zeros(max(int(self.ip[I_END_HI] - self.ip[I_END_LO]), 1)))
         self.fin = Finals(np.zeros(capacity), np.zeros(capacity, np.int64), np.zeros(capacity, np.int64))
         self.ev = Events(np.zeros(capacity, np.int8), np.zeros(capacity), np.zeros(capacity, np.int64),
@@ -932,26 +950,24 @@ class TokenSearch:
         """Fill the tables with the entries the kernel asked for."""
         n = int(self.cnt[C_MISSING])
         self.n_lm_requests += n
-        kind, state, token = (a[:n] for a in self.missing)
-        sel = kind == M_WORD
-        if np.any(sel):
-            keys = np.unique(state[sel].astype(np.int64) * self.words.n_tokens + token[sel] + 1)
-            self.words.add(keys // self.words.n_tokens, keys % self.words.n_tokens - 1)
-        sel = kind == M_CHAR
-        if np.any(sel):
+        words, chars, eos = set(), set(), set()
+        for kind, state, token in zip(*(a[:n].tolist() for a in self.missing)):
+            (words if kind == M_WORD else chars if kind == M_CHAR else eos).add((state, token))
+        if words:
+            self.words.add(*(np.array(x, dtype=np.int64) for x in zip(*words)))
+        if chars:
             # a new character-LM state will be asked for every letter: fill its whole row
-            states = np.unique(state[sel])
+            states = np.unique([state for state, _ in chars])
             row = np.append(self.net.unk_tok, self.ip[I_UNK_END_TOK])
             self.chars.add(np.repeat(states, len(row)), np.tile(row, len(states)), missing_only=True)
-        sel = kind == M_EOS
-        if np.any(sel):
-            states = np.unique(state[sel])
-            if states.max() >= len(self.eos):
-                grown = np.full(max(2 * len(self.eos), int(states.max()) + 1), np.nan)
+        if eos:
+            top = max(state for state, _ in eos)
+            if top >= len(self.eos):
+                grown = np.full(max(2 * len(self.eos), top + 1), np.nan)
                 grown[:len(self.eos)] = self.eos
                 self.eos = grown
-            for s in states.tolist():
-                self.eos[s] = self.word_scorer.end_score(s)
+            for state, _ in eos:
+                self.eos[state] = self.word_scorer.end_score(state)
 
     def set_pruning(self, beam: float, max_active: int) -> None:
         self.fp[F_BEAM] = beam
