@@ -457,14 +457,17 @@ def _unk_symbol(net, u):
 # ----------------------------------------------------------------------------- the kernel
 
 @numba.njit(**_KERNEL)
-def _word_end_lookups(ev, e, net, ip, wt, ct, miss, cnt):
-    """True when every LM entry that event ``e`` needs is in the tables (else requests them)."""
+def _word_end_lookups(t, loglik, ev, e, net, ip, wt, ct, miss, cnt, cutoff):
+    """True when every LM entry that event ``e`` may need is in the tables (else requests
+    them); a next letter whose emission alone falls below ``cutoff`` needs none."""
     ok = True
     if ev.kind[e] == EV_WORD:
         _, _, ok = _word_lookup(wt, ip, miss, cnt, ev.lm[e], ev.word[e])
     else:
         aux = ev.aux[e]
         for j in range(net.unk_units.shape[0]):
+            if not (ev.score[e] + loglik[t, net.net_emit[net.unit_state0[net.unk_units[j]]]] > cutoff):
+                continue
             _, _, found = _char_lookup(ct, ip, miss, cnt, aux, net.unk_tok[j])
             ok = ok and found
         _, _, found = _char_lookup(ct, ip, miss, cnt, aux, ip[I_UNK_END_TOK])
@@ -508,6 +511,8 @@ def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best
                 return S_GROW_RECORDS, best
             for j in range(net.unk_units.shape[0]):
                 s2 = net.unit_state0[net.unk_units[j]]
+                if not (x + loglik[t, net.net_emit[s2]] > cutoff):
+                    continue    # (its LM entry may be missing: it was not needed)
                 lp, q, _ = _char_lookup(ct, ip, miss, cnt, aux, net.unk_tok[j])
                 v = x + lmw * lp + loglik[t, net.net_emit[s2]]
                 if v > cutoff and v > NEG_INF:
@@ -694,7 +699,7 @@ def search_kernel(loglik, t0, net, fp, ip, cur, h, rec, ev, wt, ct, eos, miss, f
             cnt[C_PHASE] = 1
         # phase 2: all LM entries of the queued word ends, or ask for them
         for e in range(cnt[C_EVENTS]):
-            _word_end_lookups(ev, e, net, ip, wt, ct, miss, cnt)
+            _word_end_lookups(t, loglik, ev, e, net, ip, wt, ct, miss, cnt, best_state[0] - best_state[1])
         if cnt[C_MISSING] > 0:
             return S_NEED_LM, t
         status, best = _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best_state[0],
@@ -956,10 +961,7 @@ class TokenSearch:
         if words:
             self.words.add(*(np.array(x, dtype=np.int64) for x in zip(*words)))
         if chars:
-            # a new character-LM state will be asked for every letter: fill its whole row
-            states = np.unique([state for state, _ in chars])
-            row = np.append(self.net.unk_tok, self.ip[I_UNK_END_TOK])
-            self.chars.add(np.repeat(states, len(row)), np.tile(row, len(states)), missing_only=True)
+            self.chars.add(*(np.array(x, dtype=np.int64) for x in zip(*chars)))
         if eos:
             top = max(state for state, _ in eos)
             if top >= len(self.eos):
