@@ -39,11 +39,23 @@ line is the LM's ``<sp>``).  The space model covers blank margins, so leading/tr
 spaces are dropped and runs of spaces collapse to one.
 
 Output (:class:`Hypothesis`): text (lexicon words joined by single spaces: the
-tokeniser's form, e.g. ``Mr . Foot``), total score, its optical and LM parts
-(``score = optical_score + lm_weight * lm_score + penalties``), words with their frames
-and pixels, an n-best list (sorted, distinct texts) and a confidence per word.
+tokeniser's form, e.g. ``Mr . Foot``; ``text.detokenize`` gives running text), total
+score, its optical and LM parts (``score = optical_score + lm_weight * lm_score +
+penalties``), words with their frames and pixels, an n-best list (sorted, distinct
+texts) and a confidence per word.  In the character-LM mode ``lm_score`` is that of the
+decoded symbols, a leading or trailing space symbol included.
 A line with no frames, or too few frames for any word sequence, gives the empty result
 ``text == ""``, ``score == -inf``, no words, empty n-best list.
+
+Search details that change which paths survive pruning, never a complete hypothesis's
+score: the word (and unknown-word) penalty is paid when a word starts; tokens pay a
+unigram LM look-ahead down the prefix tree; finished lines (tokens in the trailing
+blank) are pruned apart from the others, so a line keeps complete hypotheses.  If
+pruning still loses every complete hypothesis, the line is searched again with 4x the
+beam and 2x ``max_active``; then, with a lexicon, the best token's words (the word it
+was reading completed by the first word below its tree node) are force-aligned with
+``align.viterbi`` and scored by the formula above (word confidences NaN); lexicon-free
+modes retry once more without beam.
 
 N-best lists come from a word lattice: every word end the search recorded is an arc
 from the frame where its predecessor ended, carrying the optical score it had there

@@ -33,18 +33,24 @@ added.  Only pruning sees it; scores of complete hypotheses are unchanged.
 
 The kernel never calls Python: word-end LM transitions are read from open-addressing
 hash tables ``(LM state, token) -> (ln p, next LM state)`` and an end-of-sentence
-array.  When a frame needs an entry the table lacks, the kernel collects the missing
-keys, rolls the frame back and returns; the driver asks the cached
-:class:`hybrid_hwr.lm.LmScorer` for exactly those ``(state, word)`` pairs, fills the
-table and resumes at that frame.  Python work is therefore per distinct
-``(LM state, word)`` pair ever met (the tables persist across lines), never per frame.
+array.  Each frame runs in two phases: (1) every transition that needs no LM entry,
+word ends queued; (2) the queued word ends.  Before phase 2 the kernel checks that the
+tables hold every entry the queue needs; if not, it returns the missing keys with
+phase 1 kept, the driver asks the cached :class:`hybrid_hwr.lm.LmScorer` for exactly
+those ``(state, word)`` pairs, fills the tables and the kernel resumes at phase 2 of
+the same frame.  Python work is therefore per distinct ``(LM state, word)`` pair ever
+met (the tables persist across lines), never per frame or token.
 
 Pruning, at every frame after the emission scores are added: tokens more than
-``beam`` below the frame's best are dropped (also on the fly while expanding), then
-if more than ``max_active`` remain, a histogram of scores gives the cut that keeps at
-most ``max_active`` (the best bin is always kept).  Tokens in the trailing blank hold
-finished lines and are pruned apart, against the best of them, so that the line end
-always finds complete hypotheses when any word could end.
+``beam`` below the frame's best are dropped, then if more than ``max_active`` remain,
+a histogram of scores gives the cut that keeps at most ``max_active`` (the best bin is
+always kept).  While a frame is expanded, candidates are already dropped below the
+best so far minus the previous frame's effective beam plus ``ADAPTIVE_MARGIN * beam``
+(Kaldi's adaptive beam), the best token being expanded first.  Tokens in the trailing
+blank hold finished lines and are pruned apart, per blank state against the best of
+that state, so that the line end finds complete hypotheses whenever a word could end
+early enough.  The word penalty is paid when a word starts (not when it ends), so that
+finished words are not pruned by tokens that have not paid it yet.
 """
 
 from __future__ import annotations
@@ -430,7 +436,8 @@ def _unk_word_end(T, end, x, i, net, fp, ip, cur, rec, cnt, wt, ct, eos, miss, f
     if not ok2:
         return S_DONE, n_fin
     u = net.net_unit[cur.net[i]]
-    c = _new_record(rec, cnt, cur.bp[i], np.int64(R_UNK_CHAR), _unk_symbol(net, u), cur.start[i], end, x, 0.0, cur.aux[i])
+    c = _new_record(rec, cnt, cur.bp[i], np.int64(R_UNK_CHAR), _unk_symbol(net, u), cur.start[i], end, x, 0.0,
+                    cur.aux[i])
     if c < 0:
         return S_GROW_RECORDS, n_fin
     y = x + lmw * (lp + lp_sp)
