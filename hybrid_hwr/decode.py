@@ -90,8 +90,8 @@ from .search import (R_UNK_CHAR, R_UNK_WORD, R_WORD, TokenSearch, build_network,
 __all__ = ["WordBox", "Alternative", "Hypothesis", "Recognizer", "frames_to_pixels", "words_from_units",
            "read_emissions", "DEFAULT_BEAM", "DEFAULT_MAX_ACTIVE"]
 
-DEFAULT_BEAM = 250.0
-DEFAULT_MAX_ACTIVE = 5000
+DEFAULT_BEAM = 500.0
+DEFAULT_MAX_ACTIVE = 2000
 CONFIDENCE_NBEST = 5
 LATTICE_BEAM = 50.0
 # a line whose pruning lost every complete hypothesis is redone with wider pruning,
