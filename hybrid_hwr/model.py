@@ -78,6 +78,9 @@ def _atomic_write_bytes(path: Path, payload: bytes) -> None:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; a model is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
