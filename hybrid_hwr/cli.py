@@ -452,7 +452,9 @@ def _add_decode(subparsers) -> None:
                    "--unk-penalty the speller of out-of-lexicon words")
     p.add_argument("--lm-weight", type=float, help="LM scale (default 1.0)")
     p.add_argument("--word-penalty", type=float, help="added per word (negative: fewer words; default 0)")
-    p.add_argument("--unk-penalty", type=float, help="allow out-of-lexicon words at this cost (default: strict lexicon)")
+    p.add_argument("--unk-penalty", type=float,
+                   help="allow out-of-lexicon words (spelled by --char-lm), adding this to the score of each "
+                   "(negative: a cost; default: strict lexicon)")
     p.add_argument("--char-penalty", type=float,
                    help="character insertion penalty without lexicon (positive: fewer characters; default 0)")
     p.add_argument("--beam", type=positive_float, help=f"pruning beam (default {DEFAULT_BEAM})")

@@ -11,7 +11,7 @@
 set -euo pipefail
 data=${1:?DATASET_DIR}; model=${2:?MODEL_DIR}; exp=${3:?EXP_DIR}; lang=${4:?LANG}; stage=${5:-1}
 JOBS=${JOBS:-2}; WEIGHTS=${WEIGHTS:-"4 8 12 16"}; PENALTIES=${PENALTIES:-"-10 0 10"}
-UNK_PENALTY=${UNK_PENALTY:-10}; BEAM=${BEAM:-250}; VALID_LIMIT=${VALID_LIMIT:-200}
+UNK_PENALTY=${UNK_PENALTY:--10}; BEAM=${BEAM:-250}; VALID_LIMIT=${VALID_LIMIT:-200}
 HWR=${HWR:-hybrid-hwr}
 root=$(cd "$(dirname "$0")/.." && pwd)
 lex="$root/lexicons/$lang-50k.txt"; lm="$root/lm/$lang-3gram.arpa.gz"; clm="$root/lm/$lang-char6gram.arpa.gz"
