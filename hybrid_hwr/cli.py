@@ -499,6 +499,8 @@ def _run_decode(args: argparse.Namespace) -> int:
     given = {name: getattr(args, name) for name in ("lexicon", "lm", "char_lm", "lm_weight", "word_penalty",
                                                     "unk_penalty", "char_penalty", "beam", "max_active", "lang")}
     recognizer, settings = load_recognizer(args.model, nbest=args.nbest, **given)
+    if recognizer.lexicon_message:  # lexicon words the model cannot spell are reported, not silently dropped
+        warn(recognizer.lexicon_message)
     if args.emissions:
         results = ((Line(line_id, "", Path(args.emissions)), hyp, None)
                    for line_id, hyp in recognizer.decode_emissions(args.emissions))
