@@ -137,3 +137,22 @@ def test_align_cli_writes_spans_inside_the_image(trained, tmp_path):
         assert all(-10 <= c["x_start"] <= c["x_end"] <= width + 10 for c in record["chars"])
     with np.load(tmp_path / "ali" / "states.npz") as states:
         assert sorted(states.files) == sorted(line.id for line in lines)
+
+
+def test_hybrid_mlp_decodes_its_training_lines_better_than_its_gmm(trained, sample_lines, tmp_path):
+    from hybrid_hwr.train import train_mlp_hmm
+
+    gmm_dir, _ = trained
+    params = dict(hidden_layers=(256,), context=4, max_epochs=10, patience=10, seed=0)
+    train_mlp_hmm(sample_lines, gmm_dir, tmp_path / "mlp", valid_lines=sample_lines, mlp_params=params,
+                  log=lambda m: None)
+    hybrid = load_model(tmp_path / "mlp")   # saved, checked and loaded like a GMM model
+    assert hybrid.emission_type == "mlp"
+    assert hybrid.history["rounds"][0]["best_valid_fer"] < 0.5
+    refs = {line.id: line.text for line in sample_lines}
+    rates = {}
+    for name, model in (("gmm", load_model(gmm_dir)), ("mlp", hybrid)):
+        recognizer = Recognizer(model)
+        hyps = {line.id: recognizer.decode_image(load_image(line.image_path)).text for line in sample_lines}
+        rates[name] = score_corpus(refs, hyps).cer
+    assert rates["mlp"] < rates["gmm"] - 0.05, rates
