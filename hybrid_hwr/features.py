@@ -194,10 +194,32 @@ def _column_stats(ink_t, ua, lb, threshold, config_of_code):
     """
     w, h = ink_t.shape
     stats = np.zeros((w, 27), np.float64)
+    # rows [first, last] of each column's ink: a pixel whose 3x3 neighbourhood has
+    # no ink there is paper around and skipped below, so only that band is visited
+    first = np.full(w, h, np.int64)
+    last = np.full(w, -1, np.int64)
+    for x in range(w):
+        col = ink_t[x]
+        for y in range(h):
+            if col[y] != 0.0:
+                first[x] = y
+                break
+        for y in range(h - 1, -1, -1):
+            if col[y] != 0.0:
+                last[x] = y
+                break
     for x in range(w):
         col = ink_t[x]
         has_right = x + 1 < w
-        for y in range(h):
+        y0 = first[x]
+        y1 = last[x]
+        if x > 0:
+            y0 = min(y0, first[x - 1])
+            y1 = max(y1, last[x - 1])
+        if has_right:
+            y0 = min(y0, first[x + 1])
+            y1 = max(y1, last[x + 1])
+        for y in range(max(y0 - 1, 0), min(y1 + 2, h)):
             v = col[y]
             r = ink_t[x + 1, y] if has_right else 0.0
             d = col[y + 1] if y + 1 < h else 0.0

@@ -366,6 +366,7 @@ def _subtract_background(ink, bg, block, floor):
 
 _SPLAT_STEPS = 32  # sub-pixel resolution of the splatting kernel table
 _SPLAT_RADIUS = 2  # taps on each side of a pixel (sigma = 1 px: 2 sigma)
+_SPLAT_TAPS = 2 * _SPLAT_RADIUS + 2  # columns of the table (c-R .. c+R+1)
 
 
 def _splat_table(sigma: float = 1.0) -> np.ndarray:
@@ -384,23 +385,26 @@ def _projection_sharpness(ys, xs, ws, tans, ref_row, width, height, table):
 
     Each pixel is splatted with a Gaussian (``table``, see ``_splat_table``) rather than
     rounded or split linearly: both favour angles whose shifts are whole pixels.
+    ``table`` has ``_SPLAT_TAPS`` columns.
     """
     n_ang = tans.size
-    steps, taps = table.shape
-    r = (taps - 2) // 2
+    steps = table.shape[0]
+    r = (_SPLAT_TAPS - 2) // 2
     out = np.zeros(n_ang, np.float64)
     pad = int(math.ceil(height * max(abs(tans[0]), abs(tans[-1])))) + r + 2
     bins = np.zeros(width + 2 * pad + 2, np.float64)
+    flat = table.ravel()  # row q at q * taps: one flat index, no 2-D index arithmetic
     for a in range(n_ang):
         t = tans[a]
         bins[:] = 0.0
         for i in range(ys.size):
             xf = xs[i] - (ref_row - ys[i]) * t + pad
             c = int(xf)  # xf > 0
-            q = int((xf - c) * steps)
+            q = int((xf - c) * steps) * _SPLAT_TAPS
             wi = ws[i]
-            for k in range(taps):
-                bins[c - r + k] += wi * table[q, k]
+            # a compile-time tap count: the loop is unrolled (a third faster)
+            for k in range(_SPLAT_TAPS):
+                bins[c - r + k] += wi * flat[q + k]
         s = 0.0
         for j in range(bins.size):
             s += bins[j] * bins[j]
