@@ -27,6 +27,7 @@ import numpy as np
 from . import __version__
 from .batch import line_features, warn
 from .data import Line, read_inputs, read_transcriptions
+from .fileio import atomic_write_text
 from .errors import HwrError
 
 PROG = "hybrid-hwr"
@@ -224,19 +225,7 @@ def _write_details(path: Path, scores) -> None:
                 label, line.id, c.ref_len, c.errors, c.substitutions, c.deletions, c.insertions,
                 w.ref_len, w.errors, w.substitutions, w.deletions, w.insertions, line.ref, line.hyp,
             ])))
-    _atomic_write_text(path, "\n".join(rows) + "\n")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, "\n".join(rows) + "\n")
 
 
 # ---------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import HwrError
+from .fileio import atomic_write_text
 
 DECODER_FILE = "decoder.json"
 _FILE_KEYS = ("lexicon", "lm", "char_lm")
@@ -388,7 +389,5 @@ def write_html(demo: DemoResult, output: str | os.PathLike) -> Path:
         parts.append("</div></div>")
     parts.append("</body></html>")
     page = output / "index.html"
-    tmp = page.with_name(page.name + ".tmp")
-    tmp.write_text("\n".join(parts) + "\n", encoding="utf-8")
-    os.replace(tmp, page)
+    atomic_write_text(page, "\n".join(parts) + "\n")
     return page

@@ -19,7 +19,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 from .data import Alphabet
 from .errors import HwrError
 from .features import FrontEnd, Normalizer
+from .fileio import atomic_write_bytes
 from .gmm import GmmSet
 from .hmm import HmmTopology, Transitions
 
@@ -71,23 +71,6 @@ def _emission_from_arrays(kind: str, arrays: dict, meta: dict):
     raise HwrError(f"unknown emission type {kind!r} in model")
 
 
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; a model is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_model(model: HwrModel, directory: str | os.PathLike) -> Path:
     """Write ``model`` into ``directory`` atomically; return the directory."""
     directory = Path(directory)
@@ -102,7 +85,7 @@ def save_model(model: HwrModel, directory: str | os.PathLike) -> Path:
     payload = buffer.getvalue()
     digest = hashlib.sha256(payload).hexdigest()
     arrays_name = f"arrays-{digest[:8]}.npz"
-    _atomic_write_bytes(directory / arrays_name, payload)
+    atomic_write_bytes(directory / arrays_name, payload)
     description = {
         "format": "hybrid_hwr-model",
         "format_version": FORMAT_VERSION,
@@ -117,7 +100,7 @@ def save_model(model: HwrModel, directory: str | os.PathLike) -> Path:
         "arrays_sha256": digest,
     }
     text = json.dumps(description, indent=1, ensure_ascii=False, allow_nan=False)
-    _atomic_write_bytes(directory / MODEL_FILE, text.encode("utf-8"))
+    atomic_write_bytes(directory / MODEL_FILE, text.encode("utf-8"))
     for stale in directory.glob("arrays-*.npz"):
         if stale.name != arrays_name:
             stale.unlink(missing_ok=True)

@@ -25,10 +25,8 @@ different from the image's, coordinates are scaled to the image.
 from __future__ import annotations
 
 import math
-import os
 import re
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ import numpy as np
 
 from .data import IMAGE_SUFFIXES, load_image, normalize_text
 from .errors import HwrError
+from .fileio import atomic_write_text
 
 
 @dataclass
@@ -350,12 +349,4 @@ def import_pages(
 
 def _write_split(path: Path, records: list[tuple[str, str]]) -> None:
     """Write ``id<TAB>text`` lines atomically (a crash leaves the old file or the new one)."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            for line_id, text in records:
-                handle.write(f"{line_id}\t{text}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, "".join(f"{line_id}\t{text}\n" for line_id, text in records))

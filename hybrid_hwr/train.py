@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from .batch import line_features, ordered_map, warn
 from .data import Alphabet, Line
 from .errors import HwrError
 from .features import FrontEnd, Normalizer
+from .fileio import atomic_path
 from .gmm import GmmAccumulator, GmmSet
 from .hmm import HmmTopology, TransitionAccumulator, Transitions, build_line_graph, min_frames
 from .model import MODEL_FILE, HwrModel, load_model, save_model
@@ -111,11 +110,8 @@ def load_line_features(lines: list[Line], frontend: FrontEnd, jobs: int, cache: 
         kept.append(line)
         feats.append(f)
     if cache is not None and kept:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=cache.parent)
-        os.close(fd)
-        np.savez(tmp, **{line.id: f for line, f in zip(kept, feats)})
-        os.replace(tmp, cache)
+        with atomic_path(cache) as tmp, open(tmp, "wb") as handle:  # a file object: savez adds no suffix
+            np.savez(handle, **{line.id: f for line, f in zip(kept, feats)})
     return kept, feats
 
 
