@@ -152,6 +152,15 @@ _LINES: LineSet | None = None
 _MODEL: tuple | None = None
 
 
+def _share_lines(lines: LineSet, n_chunks: int) -> list[tuple[int, int]]:
+    """Publish ``lines`` to the workers about to fork; return ``n_chunks`` (start, stop) ranges over them."""
+    global _LINES
+    _LINES = lines
+    n = len(lines.ids)
+    edges = np.linspace(0, n, max(1, min(n, n_chunks)) + 1).astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
 def _set_model(topology, transitions, gmms, method, beam, accumulate):
     global _MODEL
     _MODEL = (topology, transitions, gmms, method, beam, accumulate)
@@ -192,12 +201,7 @@ def _estep_chunk(bounds):
 def expectation(lines: LineSet, topology, transitions, gmms, method="baum-welch", beam=None,
                 jobs=1, accumulate=True):
     """Sum of per-line statistics over ``jobs`` processes: (gmm acc, transition acc, log-prob, frames, failed)."""
-    global _LINES
-    _LINES = lines
-    n = len(lines.ids)
-    n_chunks = max(1, min(n, 4 * jobs))
-    edges = np.linspace(0, n, n_chunks + 1).astype(int)
-    chunks = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    chunks = _share_lines(lines, 4 * jobs)
     gacc = tacc = None
     total, frames, failed = 0.0, 0, 0
     args = (topology, transitions, gmms, method, beam, accumulate)
@@ -345,11 +349,7 @@ def _set_aligner(topology, transitions, emission):
 
 def forced_targets(lines: LineSet, model: HwrModel, jobs: int = 1) -> list:
     """State of every frame from the Viterbi alignment of ``model`` (-1 for lines it cannot align)."""
-    global _LINES
-    _LINES = lines
-    n = len(lines.ids)
-    edges = np.linspace(0, n, max(1, min(n, 8 * jobs)) + 1).astype(int)
-    chunks = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    chunks = _share_lines(lines, 8 * jobs)
     targets = []
     for part in ordered_map(_align_chunk, chunks, jobs, _set_aligner,
                             (model.topology, model.transitions, model.emission)):
