@@ -41,6 +41,17 @@ def ordered_map(function: Callable, items: list, jobs: int = 1, initializer=None
         yield from pool.imap(function, items, chunksize=max(1, min(8, len(items) // (4 * jobs))))
 
 
+# What one line can raise without the batch stopping: bad input, or an odd image a stage failed on.
+LINE_ERRORS = (HwrError, ValueError, IndexError, ArithmeticError, MemoryError)
+
+
+def line_error(line: Line, exc: Exception, what: str) -> str:
+    """The one-line reason a line of a batch is skipped."""
+    if isinstance(exc, HwrError):
+        return str(exc)
+    return f"{line.image_path}: {what} failed ({type(exc).__name__}: {exc})"
+
+
 _WORKER_FRONTEND = None
 _WORKER_KEEP_PREPROCESSED = False
 
@@ -59,10 +70,8 @@ def _line_features(line: Line):
             raise HwrError(f"features have shape {feats.shape}, expected (frames, dims)")
         # the preprocessed line holds whole images: only ship it back when asked
         return line, feats, (pre if _WORKER_KEEP_PREPROCESSED else None), None
-    except HwrError as exc:
-        return line, None, None, str(exc)
-    except (ValueError, IndexError, ArithmeticError, MemoryError) as exc:  # odd image the front end failed on
-        return line, None, None, f"{line.image_path}: feature extraction failed ({type(exc).__name__}: {exc})"
+    except LINE_ERRORS as exc:
+        return line, None, None, line_error(line, exc, "feature extraction")
 
 
 def line_features(lines: list[Line], frontend, jobs: int = 1, desc: str = "features",

@@ -469,14 +469,13 @@ def _set_worker_recognizer(recognizer) -> None:
 
 def _decode_line(line: Line):
     """(line, hypothesis, error) of one line; never raises for a bad line."""
+    from .batch import LINE_ERRORS, line_error
     from .data import load_image
 
     try:
         return line, _WORKER_RECOGNIZER.decode_image(load_image(line.image_path)), None
-    except HwrError as exc:
-        return line, None, str(exc)
-    except (ValueError, IndexError, ArithmeticError, MemoryError) as exc:
-        return line, None, f"{line.image_path}: decoding failed ({type(exc).__name__}: {exc})"
+    except LINE_ERRORS as exc:
+        return line, None, line_error(line, exc, "decoding")
 
 
 def _run_decode(args: argparse.Namespace) -> int:

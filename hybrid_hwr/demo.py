@@ -214,6 +214,7 @@ def _set_worker(recognizer, settings) -> None:
 
 def _decode_one(line) -> LineResult:
     """Decode one line; never raises for a bad line (the error is kept in the result)."""
+    from .batch import LINE_ERRORS, line_error
     from .data import load_image
 
     recognizer, settings = _WORKER
@@ -224,10 +225,8 @@ def _decode_one(line) -> LineResult:
         result.height, result.width = gray.shape
         result.hypothesis = recognizer.decode_image(gray)
         result.text = settings.display_text(result.hypothesis)
-    except HwrError as exc:
-        result.error = str(exc)
-    except (ValueError, IndexError, ArithmeticError, MemoryError) as exc:
-        result.error = f"{line.image_path}: decoding failed ({type(exc).__name__}: {exc})"
+    except LINE_ERRORS as exc:
+        result.error = line_error(line, exc, "decoding")
     result.seconds = time.perf_counter() - t0
     return result
 
