@@ -57,6 +57,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def dataset_parent() -> argparse.ArgumentParser:
     """Input flags shared by every subcommand that reads lines (use as ``parents=[dataset_parent()]``)."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -294,7 +304,9 @@ def _add_train(subparsers) -> None:
     p.add_argument("--valid", nargs="+", metavar="DATA.tsv", help="validation split file(s): likelihood per iteration")
     p.add_argument("--images", metavar="DIR", help="read the images of split files from DIR/<id>.png")
     p.add_argument("--emission", choices=("gmm", "mlp"), default="gmm", help="emission model (default gmm)")
-    p.add_argument("--init-model", metavar="DIR", help="start from this model (for mlp: the GMM-HMM giving alignments)")
+    p.add_argument("--init-model", metavar="DIR",
+                   help="start from this model (for mlp: the HMM whose forced alignments are the targets, a "
+                   "GMM-HMM or, for another realignment round, a hybrid)")
     p.add_argument("--states", type=positive_int, default=defaults.states, help="emitting states per character")
     p.add_argument("--mixtures", type=positive_int, default=defaults.mixtures, help="Gaussians per state at the end")
     p.add_argument("--iterations", type=positive_int, default=defaults.iterations,
@@ -312,7 +324,9 @@ def _add_train(subparsers) -> None:
     mlp.add_argument("--context", type=int, default=4, metavar="K", help="input frames t-K..t+K (default 4)")
     mlp.add_argument("--epochs", type=positive_int, default=30, help="maximum number of epochs")
     mlp.add_argument("--max-minutes", type=positive_float, help="stop training after this many minutes")
-    mlp.add_argument("--prior-scale", type=float, default=1.0, help="kappa in log p(s|x) - kappa log p(s)")
+    mlp.add_argument("--prior-scale", type=non_negative_float, default=1.0,
+                     help="kappa in log p(s|x) - kappa log p(s) stored with the network (decode and emissions "
+                     "can override it)")
     mlp.add_argument("--mlp-input", choices=("handcrafted", "pixels"), help="MLP input (default: the GMM's features)")
     mlp.add_argument("--realign", action="store_true", help="realign with the hybrid model and train once more")
     mlp.add_argument("--seed", type=int, default=0, help="seed of the MLP initialisation and shuffling")
@@ -333,7 +347,7 @@ def _run_train(args: argparse.Namespace) -> int:
         from .train import train_mlp_hmm
 
         if not args.init_model:
-            raise HwrError("--emission mlp needs --init-model GMM_DIR (its forced alignments are the targets)")
+            raise HwrError("--emission mlp needs --init-model DIR (the HMM whose forced alignments are the targets)")
         try:
             hidden = tuple(int(n) for n in args.hidden.split(","))
         except ValueError:
@@ -460,6 +474,9 @@ def _add_decode(subparsers) -> None:
     p.add_argument("--unk-max-active", type=positive_int,
                    help=f"open vocabulary: at most this many tokens inside out-of-lexicon words per frame "
                    f"(default {DEFAULT_UNK_MAX_ACTIVE})")
+    p.add_argument("--prior-scale", type=non_negative_float, metavar="KAPPA",
+                   help="hybrid MLP models: scaled likelihoods log p(s|x) - KAPPA log p(s) (default: the "
+                   "model's, normally 1; with --emissions give it to `hybrid-hwr emissions` instead)")
     p.add_argument("--nbest", type=positive_int, default=1, help="n-best list length (written with --details)")
     p.add_argument("--lang", choices=("en", "fr"),
                    help="tokeniser conventions for joining lexicon words into text (default en)")
@@ -478,7 +495,10 @@ def _run_decode(args: argparse.Namespace) -> int:
 
     given = {name: getattr(args, name) for name in ("lexicon", "lm", "char_lm", "lm_weight", "word_penalty",
                                                     "unk_penalty", "char_penalty", "beam", "max_active", "unk_beam",
-                                                    "unk_max_active", "lang")}
+                                                    "unk_max_active", "prior_scale", "lang")}
+    if args.emissions and args.prior_scale is not None:
+        raise HwrError("--prior-scale acts when emission scores are computed: pass it to `hybrid-hwr emissions`, "
+                       "not to decode --emissions")
     recognizer, settings = load_recognizer(args.model, nbest=args.nbest, **given)
     if recognizer.lexicon_message:  # lexicon words the model cannot spell are reported, not silently dropped
         warn(recognizer.lexicon_message)
@@ -522,6 +542,9 @@ def _add_emissions(subparsers) -> None:
         "parameter sweep decodes it many times without recomputing features and emissions.",
     )
     p.add_argument("--model", metavar="DIR", help="model directory (default: the bundled model)")
+    p.add_argument("--prior-scale", type=non_negative_float, metavar="KAPPA",
+                   help="hybrid MLP models: log p(s|x) - KAPPA log p(s) (default: the model directory's "
+                   "decoder.json, else the network's own, normally 1)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.npz", help="output file (written atomically)")
     p.set_defaults(run=_run_emissions)
 
@@ -536,10 +559,15 @@ def _run_emissions(args: argparse.Namespace) -> int:
     import functools
 
     from .batch import map_line_images
-    from .demo import resolve_model_dir
+    from .demo import DecoderSettings, resolve_model_dir
     from .model import load_model
 
-    model = load_model(resolve_model_dir(args.model))
+    model_dir = resolve_model_dir(args.model)
+    model = load_model(model_dir)
+    # the kappa a decode of this model directory would use, so both paths score alike
+    prior_scale = args.prior_scale if args.prior_scale is not None else DecoderSettings.load(model_dir).prior_scale
+    if prior_scale is not None:
+        model = model.with_prior_scale(prior_scale)
     lines = input_lines(args)
     output = Path(args.output)
     scores_of = functools.partial(_emission_scores, model=model)

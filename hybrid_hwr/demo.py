@@ -14,8 +14,10 @@ files it names (relative names are read next to ``decoder.json``)::
 Keys of ``decoder.json`` (all optional; a directory without it decodes with a character
 loop): ``lexicon``, ``lm``, ``char_lm`` (file names or null), ``lm_weight``,
 ``word_penalty``, ``char_penalty``, ``unk_penalty`` (null: strict lexicon), ``beam``,
-``max_active`` and ``lang`` (``en``/``fr``: how lexicon tokens are joined back into
-text, see :func:`hybrid_hwr.text.detokenize`).
+``max_active``, ``unk_beam``, ``unk_max_active``, ``prior_scale`` (hybrid MLP models:
+kappa of log p(s|x) - kappa log p(s); null: the value stored with the network) and
+``lang`` (``en``/``fr``: how lexicon tokens are joined back into text, see
+:func:`hybrid_hwr.text.detokenize`).
 
 Python use of the shipped model::
 
@@ -71,6 +73,7 @@ class DecoderSettings:
     max_active: int | None = None
     unk_beam: float | None = None      # pruning inside out-of-lexicon words (None: the decoder's default)
     unk_max_active: int | None = None
+    prior_scale: float | None = None   # hybrid models: kappa of the scaled likelihoods (None: the model's)
     lang: str = "en"
 
     @classmethod
@@ -110,7 +113,8 @@ class DecoderSettings:
                 if value not in ("en", "fr"):
                     raise HwrError(f"{where}: lang must be 'en' or 'fr', got {value!r}")
                 values[key] = value
-            elif value is None and key in ("unk_penalty", "beam", "max_active", "unk_beam", "unk_max_active"):
+            elif value is None and key in ("unk_penalty", "beam", "max_active", "unk_beam", "unk_max_active",
+                                           "prior_scale"):
                 continue
             else:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -125,6 +129,8 @@ class DecoderSettings:
         def given(value, default):  # None: not set; 0 is a value (and the Recognizer rejects it)
             return default if value is None else value
 
+        if self.prior_scale is not None:
+            model = model.with_prior_scale(self.prior_scale)
         return Recognizer(model, lexicon=self.lexicon, lm=self.lm, lm_weight=self.lm_weight,
                           word_penalty=self.word_penalty, beam=given(self.beam, DEFAULT_BEAM),
                           max_active=given(self.max_active, DEFAULT_MAX_ACTIVE), nbest=nbest,

@@ -15,11 +15,13 @@ and every value, and reports any problem as one :class:`HwrError` line.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
+import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +61,23 @@ class HwrModel:
     def log_likelihoods(self, feats: np.ndarray) -> np.ndarray:
         """Emission log-likelihoods (T, S) of normalised features for every HMM state."""
         return self.emission.log_likelihoods(feats)
+
+    def with_prior_scale(self, prior_scale: float) -> "HwrModel":
+        """This model with the hybrid's scaled likelihoods log p(s|x) - prior_scale * log p(s).
+
+        kappa (``prior_scale``) is a decoding knob, tuned on validation lines like the LM
+        weight: 1 divides by the priors fully, 0 keeps the plain posteriors. The copy shares
+        the network weights. HwrError for a GMM model, whose likelihoods have no priors.
+        """
+        if not hasattr(self.emission, "prior_scale"):
+            raise HwrError(f"a prior scale applies to hybrid MLP models only; this model has "
+                           f"{self.emission_type} emissions")
+        if isinstance(prior_scale, bool) or not isinstance(prior_scale, (int, float)) \
+                or not math.isfinite(prior_scale) or prior_scale < 0:
+            raise HwrError(f"the prior scale must be a finite number >= 0, got {prior_scale!r}")
+        emission = copy.copy(self.emission)
+        emission.prior_scale = float(prior_scale)
+        return replace(self, emission=emission)
 
 
 def _emission_from_arrays(kind: str, arrays: dict, meta: dict):

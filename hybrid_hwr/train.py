@@ -406,6 +406,8 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
     those targets; the second network is kept (frame error rates of the two rounds are
     measured against different targets, so only decoding on validation lines can tell
     whether realignment helped: the recipe does that).
+    ``init_model`` may itself be a hybrid: its alignments then start a further realignment
+    round without retraining the network that produced them.
     The model is saved in ``out_dir`` after every epoch (best weights so far).
     """
     from .mlp import MlpEmission
@@ -422,7 +424,7 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
         vkept, vraw = load_line_features(valid_lines, gframe, jobs, _cache_path(out_dir, "valid", gframe),
                                          "valid features")
         valid = encode_lines(vkept, vraw, gmm_model.alphabet, gmm_model.normalizer, gmm_model.topology, "valid")
-    log("aligning the training lines with the GMM-HMM")
+    log(f"aligning the training lines with the initial {gmm_model.emission_type.upper()}-HMM")
     targets = forced_targets(train, gmm_model, jobs)
     vtargets = forced_targets(valid, gmm_model, jobs) if valid is not None else None
 

@@ -7,53 +7,62 @@
 # GMM_DIR is a GMM-HMM (recipes/gmm_hmm.sh): its forced alignments are the MLP targets and it
 # is the baseline. Stages:
 #   1. train the MLPs named in SYSTEMS, PARALLEL at a time, each on THREADS BLAS threads for at
-#      most MAX_MINUTES (plus the alignment) and at most EPOCHS epochs, seed SEED:
+#      most MAX_MINUTES (plus the alignment) and at most EPOCHS epochs, seed SEED. On the GMM's
+#      alignments:
 #        shallow  --hidden $SHALLOW  (one hidden layer; 1024 -> 1.08 M weights on IAM-OnDB)
 #        deep     --hidden $DEEP     (three hidden layers; 512,512,512 -> 1.07 M weights)
 #        pixels   --hidden $SHALLOW --mlp-input pixels (raw pixels of the same windows)
-#        realign  --hidden $DEEP --realign (one more round on the hybrid's own alignments)
+#      then, on the alignments of the deep hybrid (EXP_DIR/deep: one realignment round):
+#        realign  --hidden $DEEP     (the deep network again, new targets)
+#        deeper   --hidden $DEEPER   (five hidden layers; 5 x 512 -> 1.60 M weights)
 #   2. recipes/decode_lm.sh for the GMM and every MLP (tuned on validation, reported on test)
 #   3. summary: frame error rates, test CER/WER per mode, and each MLP's WER difference
 #      against the GMM with its bootstrap 95% confidence interval, in EXP_DIR/summary.txt;
 #      the MLPs' train/valid frame error rate per epoch in EXP_DIR/fer.json
 # Environment: SYSTEMS (default "shallow deep pixels"), PARALLEL (2), THREADS (1),
-# MAX_MINUTES (70), EPOCHS (30), SEED (0), SHALLOW (1024), DEEP (512,512,512), plus those of
-# recipes/decode_lm.sh (JOBS, WEIGHTS, PENALTIES, UNK_PENALTIES, BEAM, VALID_LIMIT, TEST_LIMIT).
+# MAX_MINUTES (70), EPOCHS (30), SEED (0), SHALLOW (1024), DEEP (512,512,512), DEEPER, plus those of
+# recipes/decode_lm.sh (JOBS, WEIGHTS, PENALTIES, UNK_PENALTIES, BEAM, VALID_LIMIT, TEST_LIMIT,
+# PRIOR_SCALES: the MLPs' kappa values to tune; the GMM ignores it).
 set -euo pipefail
 data=${1:?DATASET_DIR}; gmm=${2:?GMM_DIR}; exp=${3:?EXP_DIR}; lang=${4:?LANG}; stage=${5:-1}
 SYSTEMS=${SYSTEMS:-"shallow deep pixels"}; PARALLEL=${PARALLEL:-2}; THREADS=${THREADS:-1}
 MAX_MINUTES=${MAX_MINUTES:-70}; EPOCHS=${EPOCHS:-30}; SEED=${SEED:-0}
-SHALLOW=${SHALLOW:-1024}; DEEP=${DEEP:-512,512,512}
+SHALLOW=${SHALLOW:-1024}; DEEP=${DEEP:-512,512,512}; DEEPER=${DEEPER:-512,512,512,512,512}
 HWR=${HWR:-hybrid-hwr}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$exp"
 
-options() {  # the train options of one system
+options() {  # the train options of one system: the model giving its targets, its network
   case $1 in
-    shallow) echo "--hidden $SHALLOW" ;;
-    deep) echo "--hidden $DEEP" ;;
-    pixels) echo "--hidden $SHALLOW --mlp-input pixels" ;;
-    realign) echo "--hidden $DEEP --realign" ;;
+    shallow) echo "--init-model $gmm --hidden $SHALLOW" ;;
+    deep) echo "--init-model $gmm --hidden $DEEP" ;;
+    pixels) echo "--init-model $gmm --hidden $SHALLOW --mlp-input pixels" ;;
+    realign) echo "--init-model $exp/deep --hidden $DEEP" ;;
+    deeper) echo "--init-model $exp/deep --hidden $DEEPER" ;;
     *) echo "unknown system $1" >&2; return 1 ;;
   esac
 }
 
 if [ "$stage" -le 1 ]; then
-  for system in $SYSTEMS; do
-    echo "$system $(options "$system")"
-  done | OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS \
-    xargs -P "$PARALLEL" -L 1 bash -c '
-      system=$1; shift
-      /usr/bin/env time -f "%e s wall, %M KB peak" -o "'"$exp"'/$system.time" \
-        '"$HWR"' train --emission mlp --init-model "'"$gmm"'" --train "'"$data"'/train.tsv" \
-        --valid "'"$data"'/valid.tsv" "$@" --context 4 --epochs '"$EPOCHS"' --max-minutes '"$MAX_MINUTES"' \
-        --seed '"$SEED"' --jobs 1 -o "'"$exp"'/$system" > "'"$exp"'/$system.log" 2>&1' _
+  for wave in gmm hybrid; do   # systems realigned by the deep hybrid wait for it
+    for system in $SYSTEMS; do
+      case $system in realign|deeper) needs=hybrid ;; *) needs=gmm ;; esac
+      if [ "$needs" = "$wave" ]; then echo "$system $(options "$system")"; fi
+    done | OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS \
+      xargs -r -P "$PARALLEL" -L 1 bash -c '
+        system=$1; shift
+        /usr/bin/env time -f "%e s wall, %M KB peak" -o "'"$exp"'/$system.time" \
+          '"$HWR"' train --emission mlp --train "'"$data"'/train.tsv" --valid "'"$data"'/valid.tsv" "$@" \
+          --context 4 --epochs '"$EPOCHS"' --max-minutes '"$MAX_MINUTES"' --seed '"$SEED"' --jobs 1 \
+          -o "'"$exp"'/$system" > "'"$exp"'/$system.log" 2>&1' _
+  done
 fi
 
 if [ "$stage" -le 2 ]; then
   for system in gmm $SYSTEMS; do
-    model="$exp/$system"; [ "$system" = gmm ] && model=$gmm
-    HWR=$HWR bash "$here/decode_lm.sh" "$data" "$model" "$exp/decode_$system" "$lang"
+    model="$exp/$system"; scales=${PRIOR_SCALES:-}
+    [ "$system" = gmm ] && { model=$gmm; scales=; }   # a GMM has no state priors to scale
+    HWR=$HWR PRIOR_SCALES=$scales bash "$here/decode_lm.sh" "$data" "$model" "$exp/decode_$system" "$lang"
   done
 fi
 

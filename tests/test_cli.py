@@ -220,6 +220,50 @@ def test_emissions_are_the_models_scores_and_decode_like_images(make_dataset, tm
             assert recognizer.decode_loglik(npz[line_id].astype(np.float64)).text == recognizer.decode_image(gray).text
 
 
+def test_prior_scale_is_chosen_when_scoring(make_dataset, tmp_path, capsys):
+    """kappa: emissions --prior-scale, decoder.json's prior_scale, decode --prior-scale all agree."""
+    import json
+
+    from hybrid_hwr.demo import default_model_dir
+    from hybrid_hwr.model import MODEL_FILE, load_model
+
+    model = load_model(default_model_dir())  # the bundled model is a hybrid: log p(s|x) - 1.0 log p(s)
+    assert model.emission_type == "mlp" and model.emission.prior_scale == 1.0
+    tsv = make_dataset({"g1": "one"})
+    gray = load_image(tsv.parent / "lines" / "g1.png")
+    feats = model.features(gray)[0]
+    posteriors = model.emission.predict_log_proba(feats)
+    for kappa in (0, 0.5):
+        code, _, _ = run(capsys, "emissions", tsv, "--prior-scale", kappa, "-o", tmp_path / f"k{kappa}.npz")
+        assert code == 0
+        with np.load(tmp_path / f"k{kappa}.npz") as npz:
+            np.testing.assert_allclose(npz["g1"], posteriors - kappa * model.emission.log_priors_, atol=1e-4)
+    # a model directory whose decoder.json sets kappa scores with it by default
+    tuned = tmp_path / "tuned"
+    tuned.mkdir()
+    for file in default_model_dir().iterdir():
+        if file.name == MODEL_FILE or file.name.startswith("arrays-"):
+            (tuned / file.name).symlink_to(file)
+    (tuned / "decoder.json").write_text(json.dumps({"prior_scale": 0.5}))
+    code, _, _ = run(capsys, "emissions", tsv, "--model", tuned, "-o", tmp_path / "tuned.npz")
+    assert code == 0
+    with np.load(tmp_path / "tuned.npz") as a, np.load(tmp_path / "k0.5.npz") as b:
+        np.testing.assert_array_equal(a["g1"], b["g1"])
+    # decoding the image with kappa 0 gives the text of decoding its kappa-0 emissions
+    texts = {}
+    for name, extra in (("image", [tsv, "--prior-scale", 0]), ("file", ["--emissions", tmp_path / "k0.npz"])):
+        code, _, _ = run(capsys, "decode", "--model", tuned, *extra, "-o", tmp_path / f"{name}.tsv")
+        assert code == 0
+        texts[name] = (tmp_path / f"{name}.tsv").read_text()
+    assert texts["image"] == texts["file"] and texts["image"].startswith("g1\t")
+    # an emissions file already holds scaled scores: kappa there is an error, not ignored
+    code, _, err = run(capsys, "decode", "--model", tuned, "--emissions", tmp_path / "k0.npz",
+                       "--prior-scale", 0.5, "-o", tmp_path / "x.tsv")
+    assert code == 1 and "pass it to `hybrid-hwr emissions`" in one_error(err)
+    code, _, err = run(capsys, "emissions", tsv, "--prior-scale", -1, "-o", tmp_path / "bad.npz")
+    assert code == 2 and "finite number >= 0" in err and not (tmp_path / "bad.npz").exists()
+
+
 def test_emissions_missing_model_is_one_error(make_dataset, tmp_path, capsys):
     tsv = make_dataset({"g1": "one"})
     code, _, err = run(capsys, "emissions", tsv, "--model", tmp_path / "nope", "-o", tmp_path / "em.npz")

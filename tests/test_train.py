@@ -139,6 +139,14 @@ def test_align_cli_writes_spans_inside_the_image(trained, tmp_path):
         assert sorted(states.files) == sorted(line.id for line in lines)
 
 
+def test_prior_scale_is_refused_for_gmm_models(trained):
+    from hybrid_hwr.demo import DecoderSettings
+
+    _, model = trained
+    with pytest.raises(HwrError, match="hybrid MLP models only; this model has gmm emissions"):
+        DecoderSettings(prior_scale=0.5).recognizer(model)
+
+
 def test_hybrid_mlp_decodes_its_training_lines_better_than_its_gmm(trained, sample_lines, tmp_path):
     from hybrid_hwr.train import train_mlp_hmm
 
@@ -156,3 +164,10 @@ def test_hybrid_mlp_decodes_its_training_lines_better_than_its_gmm(trained, samp
         hyps = {line.id: recognizer.decode_image(load_image(line.image_path)).text for line in sample_lines}
         rates[name] = score_corpus(refs, hyps).cer
     assert rates["mlp"] < rates["gmm"] - 0.05, rates
+
+    # a hybrid can itself give the targets: one more realignment round from the saved network
+    train_mlp_hmm(sample_lines, tmp_path / "mlp", tmp_path / "realigned", valid_lines=sample_lines,
+                  mlp_params={**params, "max_epochs": 4}, log=lambda m: None)
+    realigned = load_model(tmp_path / "realigned")
+    assert realigned.history["init_model"] == str(tmp_path / "mlp")
+    assert realigned.history["rounds"][0]["best_valid_fer"] < 0.5
