@@ -327,7 +327,7 @@ def _add_train(subparsers) -> None:
     mlp.add_argument("--prior-scale", type=non_negative_float, default=1.0,
                      help="kappa in log p(s|x) - kappa log p(s) stored with the network (decode and emissions "
                      "can override it)")
-    mlp.add_argument("--mlp-input", choices=("handcrafted", "pixels"), help="MLP input (default: the GMM's features)")
+    mlp.add_argument("--mlp-input", choices=("handcrafted", "pixels"), help="MLP input (default: the initial model's features)")
     mlp.add_argument("--realign", action="store_true", help="realign with the hybrid model and train once more")
     mlp.add_argument("--seed", type=int, default=0, help="seed of the MLP initialisation and shuffling")
     p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N lines of each split")
@@ -475,8 +475,9 @@ def _add_decode(subparsers) -> None:
                    help=f"open vocabulary: at most this many tokens inside out-of-lexicon words per frame "
                    f"(default {DEFAULT_UNK_MAX_ACTIVE})")
     p.add_argument("--prior-scale", type=non_negative_float, metavar="KAPPA",
-                   help="hybrid MLP models: scaled likelihoods log p(s|x) - KAPPA log p(s) (default: the "
-                   "model's, normally 1; with --emissions give it to `hybrid-hwr emissions` instead)")
+                   help="hybrid MLP models: scaled likelihoods log p(s|x) - KAPPA log p(s) (default: decoder.json's "
+                   "prior_scale, else the network's own, normally 1; with --emissions give it to "
+                   "`hybrid-hwr emissions` instead)")
     p.add_argument("--nbest", type=positive_int, default=1, help="n-best list length (written with --details)")
     p.add_argument("--lang", choices=("en", "fr"),
                    help="tokeniser conventions for joining lexicon words into text (default en)")
@@ -565,7 +566,9 @@ def _run_emissions(args: argparse.Namespace) -> int:
     model_dir = resolve_model_dir(args.model)
     model = load_model(model_dir)
     # the kappa a decode of this model directory would use, so both paths score alike
-    prior_scale = args.prior_scale if args.prior_scale is not None else DecoderSettings.load(model_dir).prior_scale
+    prior_scale = args.prior_scale
+    if prior_scale is None:
+        prior_scale = DecoderSettings.load(model_dir, keys=("prior_scale",)).prior_scale
     if prior_scale is not None:
         model = model.with_prior_scale(prior_scale)
     lines = input_lines(args)

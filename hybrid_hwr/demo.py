@@ -77,8 +77,12 @@ class DecoderSettings:
     lang: str = "en"
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike) -> "DecoderSettings":
-        """Settings of ``model_dir/decoder.json`` (defaults, i.e. a character loop, when it is absent)."""
+    def load(cls, model_dir: str | os.PathLike, keys: tuple[str, ...] | None = None) -> "DecoderSettings":
+        """Settings of ``model_dir/decoder.json`` (defaults, i.e. a character loop, when it is absent).
+
+        ``keys`` reads and checks only those settings (``emissions`` needs ``prior_scale``, not
+        the lexicon and LM files).
+        """
         model_dir = Path(model_dir)
         path = model_dir / DECODER_FILE
         if not path.is_file():
@@ -89,6 +93,8 @@ class DecoderSettings:
             raise HwrError(f"{path}: not a readable JSON file ({exc})") from None
         if not isinstance(raw, dict):
             raise HwrError(f"{path}: expected a JSON object of decoding settings")
+        if keys is not None:
+            raw = {key: raw[key] for key in keys if key in raw}
         return cls.from_dict(raw, model_dir, where=str(path))
 
     @classmethod
@@ -119,6 +125,8 @@ class DecoderSettings:
             else:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                     raise HwrError(f"{where}: {key} must be a finite number, got {value!r}")
+                if key == "prior_scale" and value < 0:
+                    raise HwrError(f"{where}: prior_scale must be >= 0, got {value!r}")
                 values[key] = int(value) if key in ("max_active", "unk_max_active") else float(value)
         return cls(**values)
 
@@ -130,6 +138,9 @@ class DecoderSettings:
             return default if value is None else value
 
         if self.prior_scale is not None:
+            if model.emission_type != "mlp":
+                raise HwrError(f"prior_scale {self.prior_scale:g} (decoder.json or --prior-scale) applies to "
+                               f"hybrid MLP models only; this model has {model.emission_type} emissions")
             model = model.with_prior_scale(self.prior_scale)
         return Recognizer(model, lexicon=self.lexicon, lm=self.lm, lm_weight=self.lm_weight,
                           word_penalty=self.word_penalty, beam=given(self.beam, DEFAULT_BEAM),
@@ -150,13 +161,15 @@ class DecoderSettings:
         """One line for logs: the decoding mode and its knobs."""
         if self.lexicon is None:
             mode = f"character LM {self.char_lm.name}" if self.char_lm else "character loop"
-            return f"{mode}, char penalty {self.char_penalty:g}"
-        text = f"lexicon {self.lexicon.name}"
-        if self.lm is not None:
-            text += f" + LM {self.lm.name} (weight {self.lm_weight:g})"
-        if self.unk_penalty is not None and self.char_lm is not None:
-            text += f" + out-of-lexicon words ({self.char_lm.name}, penalty {self.unk_penalty:g})"
-        return text + f", word penalty {self.word_penalty:g}"
+            text = f"{mode}, char penalty {self.char_penalty:g}"
+        else:
+            text = f"lexicon {self.lexicon.name}"
+            if self.lm is not None:
+                text += f" + LM {self.lm.name} (weight {self.lm_weight:g})"
+            if self.unk_penalty is not None and self.char_lm is not None:
+                text += f" + out-of-lexicon words ({self.char_lm.name}, penalty {self.unk_penalty:g})"
+            text += f", word penalty {self.word_penalty:g}"
+        return text + (f", prior scale {self.prior_scale:g}" if self.prior_scale is not None else "")
 
 
 def resolve_model_dir(model_dir: str | os.PathLike | None = None) -> Path:

@@ -35,11 +35,12 @@ mkdir -p "$exp"
 export HWR model lang exp BEAM
 # npz PART KAPPA: the emissions file of a split at one prior scale ("model": the model's own)
 npz() { if [ "$2" = model ]; then echo "$exp/$1.npz"; else echo "$exp/$1.k$2.npz"; fi; }
-# emit PART KAPPA: emission scores of $exp/PART.ref.tsv, computed again only for another model
-# or other lines (new emissions make every decode of them stale)
+# emit PART KAPPA: emission scores of $exp/PART.ref.tsv, computed again only for another model,
+# a changed decoder.json (its prior_scale) or other lines (new emissions make their decodes stale)
 emit() {
   local out; out=$(npz "$1" "$2")
-  if ! { [ "$out" -nt "$model/model.json" ] && cmp -s "$exp/$1.ref.tsv" "$out.ref"; }; then
+  if ! { [ "$out" -nt "$model/model.json" ] && cmp -s "$exp/$1.ref.tsv" "$out.ref" \
+         && { [ ! -e "$model/decoder.json" ] || [ "$out" -nt "$model/decoder.json" ]; }; }; then
     local scale=(); [ "$2" = model ] || scale=(--prior-scale "$2")
     $HWR emissions --model "$model" "${scale[@]}" --jobs "$JOBS" --images "$data/lines" "$exp/$1.ref.tsv" -o "$out"
     cp "$exp/$1.ref.tsv" "$out.ref"

@@ -14,7 +14,7 @@
 #        pixels   --hidden $SHALLOW --mlp-input pixels (raw pixels of the same windows)
 #      then, on the alignments of the deep hybrid (EXP_DIR/deep: one realignment round):
 #        realign  --hidden $DEEP     (the deep network again, new targets)
-#        deeper   --hidden $DEEPER   (five hidden layers; 5 x 512 -> 1.60 M weights)
+#        deeper   --hidden $DEEPER   (default 512,512,512,512,512: five layers, 1.60 M weights)
 #   2. recipes/decode_lm.sh for the GMM and every MLP (tuned on validation, reported on test)
 #   3. summary: frame error rates, test CER/WER per mode, and each MLP's WER difference
 #      against the GMM with its bootstrap 95% confidence interval, in EXP_DIR/summary.txt;
@@ -34,17 +34,20 @@ mkdir -p "$exp"
 
 options() {  # the train options of one system: the model giving its targets, its network
   case $1 in
-    shallow) echo "--init-model $gmm --hidden $SHALLOW" ;;
-    deep) echo "--init-model $gmm --hidden $DEEP" ;;
-    pixels) echo "--init-model $gmm --hidden $SHALLOW --mlp-input pixels" ;;
-    realign) echo "--init-model $exp/deep --hidden $DEEP" ;;
-    deeper) echo "--init-model $exp/deep --hidden $DEEPER" ;;
+    shallow) echo "--init-model $(printf %q "$gmm") --hidden $SHALLOW" ;;   # %q: quoted for xargs
+    deep) echo "--init-model $(printf %q "$gmm") --hidden $DEEP" ;;
+    pixels) echo "--init-model $(printf %q "$gmm") --hidden $SHALLOW --mlp-input pixels" ;;
+    realign) echo "--init-model $(printf %q "$exp/deep") --hidden $DEEP" ;;
+    deeper) echo "--init-model $(printf %q "$exp/deep") --hidden $DEEPER" ;;
     *) echo "unknown system $1" >&2; return 1 ;;
   esac
 }
 
 if [ "$stage" -le 1 ]; then
   for wave in gmm hybrid; do   # systems realigned by the deep hybrid wait for it
+    if [ $wave = hybrid ] && [[ " $SYSTEMS " =~ \ (realign|deeper)\  ]] && [ ! -f "$exp/deep/model.json" ]; then
+      echo "realign and deeper train on the alignments of $exp/deep: add deep to SYSTEMS" >&2; exit 1
+    fi
     for system in $SYSTEMS; do
       case $system in realign|deeper) needs=hybrid ;; *) needs=gmm ;; esac
       if [ "$needs" = "$wave" ]; then echo "$system $(options "$system")"; fi
@@ -68,13 +71,14 @@ fi
 
 if [ "$stage" -le 3 ]; then
   {
-    echo "system     valid_FER  test CER/WER: charloop  lexicon  lexicon_3gram  open_vocab"
+    echo "system     valid_FER  kappa  test CER/WER: charloop  lexicon  lexicon_3gram  open_vocab"
     for system in gmm $SYSTEMS; do
       fer=$(python3 -c 'import json, sys
 m = json.load(open(sys.argv[1] + "/model.json"))
 rounds = m.get("history", {}).get("rounds", [])
 print("%.2f" % (100 * rounds[-1]["best_valid_fer"]) if rounds else "-")' "${exp}/$system" 2>/dev/null || echo "-")
-      printf "%-10s %-10s" "$system" "$fer"
+      kappa=$(awk '{print $5}' "$exp/decode_$system/best")   # tuned prior scale ("model": not tuned)
+      printf "%-10s %-10s %-6s" "$system" "$fer" "${kappa:--}"
       awk '{printf " %s/%s", $2, $3}' "$exp/decode_$system/test.results"; echo
     done
     echo

@@ -249,13 +249,18 @@ def test_prior_scale_is_chosen_when_scoring(make_dataset, tmp_path, capsys):
     assert code == 0
     with np.load(tmp_path / "tuned.npz") as a, np.load(tmp_path / "k0.5.npz") as b:
         np.testing.assert_array_equal(a["g1"], b["g1"])
-    # decoding the image with kappa 0 gives the text of decoding its kappa-0 emissions
-    texts = {}
-    for name, extra in (("image", [tsv, "--prior-scale", 0]), ("file", ["--emissions", tmp_path / "k0.npz"])):
-        code, _, _ = run(capsys, "decode", "--model", tuned, *extra, "-o", tmp_path / f"{name}.tsv")
+    # decoding the image scores like decoding its emissions at the same kappa: --prior-scale
+    # wins over decoder.json (0.5), which wins over the network's own 1.0
+    scores = {}
+    for name, extra in (("image k0", [tsv, "--prior-scale", 0]), ("file k0", ["--emissions", tmp_path / "k0.npz"]),
+                        ("image k0.5", [tsv]), ("file k0.5", ["--emissions", tmp_path / "k0.5.npz"])):
+        details = tmp_path / "details.jsonl"
+        code, _, _ = run(capsys, "decode", "--model", tuned, *extra, "-o", tmp_path / "hyp.tsv", "--details", details)
         assert code == 0
-        texts[name] = (tmp_path / f"{name}.tsv").read_text()
-    assert texts["image"] == texts["file"] and texts["image"].startswith("g1\t")
+        scores[name] = json.loads(details.read_text())["optical_score"]
+    assert scores["image k0"] == pytest.approx(scores["file k0"], abs=1e-2)
+    assert scores["image k0.5"] == pytest.approx(scores["file k0.5"], abs=1e-2)
+    assert abs(scores["image k0"] - scores["image k0.5"]) > 1.0
     # an emissions file already holds scaled scores: kappa there is an error, not ignored
     code, _, err = run(capsys, "decode", "--model", tuned, "--emissions", tmp_path / "k0.npz",
                        "--prior-scale", 0.5, "-o", tmp_path / "x.tsv")

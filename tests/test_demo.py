@@ -160,6 +160,8 @@ def test_decoder_json_next_to_the_model(tiny_model, test_lines, tmp_path, capsys
     ('{"lang": "de"}', "lang must be"),
     ('{"unk_max_active": "many"}', "unk_max_active must be a finite number"),
     ('{"unk_beam": 0}', "unk beam must be > 0"),
+    ('{"prior_scale": -1}', "prior_scale must be >= 0"),
+    ('{"prior_scale": 0.5}', "applies to hybrid MLP models only; this model has gmm emissions"),
     ("[1, 2", "not a readable JSON file"),
 ])
 def test_bad_decoder_json_is_one_line(tiny_model, tmp_path, capsys, content, message):

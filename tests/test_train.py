@@ -166,8 +166,10 @@ def test_hybrid_mlp_decodes_its_training_lines_better_than_its_gmm(trained, samp
     assert rates["mlp"] < rates["gmm"] - 0.05, rates
 
     # a hybrid can itself give the targets: one more realignment round from the saved network
+    messages = []
     train_mlp_hmm(sample_lines, tmp_path / "mlp", tmp_path / "realigned", valid_lines=sample_lines,
-                  mlp_params={**params, "max_epochs": 4}, log=lambda m: None)
+                  mlp_params={**params, "max_epochs": 4}, log=messages.append)
+    assert "aligning the training lines with the initial MLP-HMM" in messages
     realigned = load_model(tmp_path / "realigned")
     assert realigned.history["init_model"] == str(tmp_path / "mlp")
     assert realigned.history["rounds"][0]["best_valid_fer"] < 0.5
