@@ -7,19 +7,23 @@
 # Every stage writes its result into EXP_DIR and is resumable: rerun with the stage number
 # to continue. Environment: JOBS (default 2), STATES, MIXTURES, ITERATIONS, PENALTIES (the
 # character-insertion penalties tried on valid), VALID_LIMIT (lines of valid used for tuning),
-# FRONTEND (front-end options of `hybrid-hwr train`, e.g. "--shift 5").
+# FRONTEND (front-end options of `hybrid-hwr train`, e.g. "--shift 5"), STATES_FROM (a trained
+# model directory: states per character from the mean lengths of its alignments, replacing
+# STATES; its front end is used, so FRONTEND is ignored). The usual two passes:
+#   recipes/gmm_hmm.sh D exp/gmm7; STATES_FROM=exp/gmm7/model recipes/gmm_hmm.sh D exp/gmm
 set -euo pipefail
 data=${1:?DATASET_DIR}; exp=${2:?EXP_DIR}; stage=${3:-1}
 JOBS=${JOBS:-2}; STATES=${STATES:-7}; MIXTURES=${MIXTURES:-16}; ITERATIONS=${ITERATIONS:-3}
 PENALTIES=${PENALTIES:-"0 4 8"}; VALID_LIMIT=${VALID_LIMIT:-400}; FRONTEND=${FRONTEND:-"--shift 5"}
-HWR=${HWR:-hybrid-hwr}
+STATES_FROM=${STATES_FROM:-}; HWR=${HWR:-hybrid-hwr}
 mkdir -p "$exp"
+topology=(--states "$STATES"); [ -z "$STATES_FROM" ] || topology=(--states-from "$STATES_FROM")
 
 if [ "$stage" -le 1 ]; then   # 1. embedded training, checkpoint after every iteration
   resume=""; [ -f "$exp/model/model.json" ] && resume="--resume"
   start=$(date +%s)
   $HWR train --train "$data/train.tsv" --valid "$data/valid.tsv" --emission gmm \
-      --states "$STATES" --mixtures "$MIXTURES" --iterations "$ITERATIONS" --jobs "$JOBS" \
+      "${topology[@]}" --mixtures "$MIXTURES" --iterations "$ITERATIONS" --jobs "$JOBS" \
       $FRONTEND $resume -o "$exp/model" 2>&1 | tee -a "$exp/train.log"
   echo "train wall seconds: $(( $(date +%s) - start )) (jobs $JOBS)" >> "$exp/train.time"
 fi

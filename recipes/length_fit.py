@@ -56,8 +56,8 @@ def main(argv=None) -> int:
     except HwrError as exc:
         print(f"length_fit: error: {exc}", file=sys.stderr)
         return 1
-    names = [f"{Path(path).parent.name}/{Path(path).stem}"[-28:] for path in args.hyps]
-    print(f"{'frames / needed':16} {'lines':>6}  " + "  ".join(f"{name:>28}" for name in names))
+    names = ["/".join(Path(path).with_suffix("").parts[-3:])[-36:] for path in args.hyps]
+    print(f"{'frames / needed':16} {'lines':>6}  " + "  ".join(f"{name:>36}" for name in names))
     for low, high in BANDS:
         ids = [i for i, r in ratios.items() if low <= r < high]
         cells = []
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
                 cells.append(f"CER {100 * score.cer:6.2f} WER {100 * score.wer:6.2f}")
             else:
                 cells.append("-")
-        print(f"{f'[{low:g}, {high:g})':16} {len(ids):6d}  " + "  ".join(f"{c:>28}" for c in cells))
+        print(f"{f'[{low:g}, {high:g})':16} {len(ids):6d}  " + "  ".join(f"{c:>36}" for c in cells))
     return 0
 
 
