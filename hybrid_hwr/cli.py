@@ -330,6 +330,8 @@ def _add_train(subparsers) -> None:
     mlp.add_argument("--mlp-input", choices=("handcrafted", "pixels"), help="MLP input (default: the initial model's features)")
     mlp.add_argument("--realign", action="store_true", help="realign with the hybrid model and train once more")
     mlp.add_argument("--seed", type=int, default=0, help="seed of the MLP initialisation and shuffling")
+    mlp.add_argument("--threads", type=positive_int, default=1,
+                     help="BLAS threads while training (default 1: two threads only pay on an otherwise idle machine)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N lines of each split")
     p.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="accumulate over N processes")
     p.add_argument("--resume", action="store_true", help="continue the run saved in MODEL_DIR")
@@ -353,7 +355,7 @@ def _run_train(args: argparse.Namespace) -> int:
         except ValueError:
             raise HwrError(f"--hidden: expected sizes like 1024 or 512,512,512, got {args.hidden!r}") from None
         params = {"hidden_layers": hidden, "context": args.context, "max_epochs": args.epochs,
-                  "prior_scale": args.prior_scale, "seed": args.seed,
+                  "prior_scale": args.prior_scale, "seed": args.seed, "threads": args.threads,
                   "max_seconds": args.max_minutes * 60 if args.max_minutes else None}
         train_mlp_hmm(train, args.init_model, args.output, valid_lines=valid, mlp_params=params,
                       input_kind=args.mlp_input, realign=args.realign, jobs=args.jobs, log=print)

@@ -56,7 +56,7 @@ if [ "$stage" -le 1 ]; then
         system=$1; shift
         /usr/bin/env time -f "%e s wall, %M KB peak" -o "'"$exp"'/$system.time" \
           '"$HWR"' train --emission mlp --train "'"$data"'/train.tsv" --valid "'"$data"'/valid.tsv" "$@" \
-          --context 4 --epochs '"$EPOCHS"' --max-minutes '"$MAX_MINUTES"' --seed '"$SEED"' --jobs 1 \
+          --context 4 --epochs '"$EPOCHS"' --max-minutes '"$MAX_MINUTES"' --seed '"$SEED"' --threads '"$THREADS"' --jobs 1 \
           -o "'"$exp"'/$system" > "'"$exp"'/$system.log" 2>&1' _
   done
 fi
