@@ -312,7 +312,8 @@ def _add_train(subparsers) -> None:
     p.add_argument("--iterations", type=positive_int, default=defaults.iterations,
                    help="re-estimation iterations per mixture stage")
     p.add_argument("--states-from", metavar="MODEL_DIR",
-                   help="states per character from the mean character lengths of this model's alignments")
+                   help="states per character from the mean character lengths of this model's alignments "
+                   "(its front end is used too: --kind/--width/--shift are ignored; not recomputed on --resume)")
     p.add_argument("--init", choices=("uniform", "flat"), default=defaults.init, help="initialisation")
     p.add_argument("--method", choices=("baum-welch", "viterbi"), default=defaults.method)
     p.add_argument("--kind", choices=("handcrafted", "pixels"), help="feature type (default: handcrafted)")
@@ -330,7 +331,7 @@ def _add_train(subparsers) -> None:
     mlp.add_argument("--mlp-input", choices=("handcrafted", "pixels"), help="MLP input (default: the initial model's features)")
     mlp.add_argument("--realign", action="store_true", help="realign with the hybrid model and train once more")
     mlp.add_argument("--seed", type=int, default=0, help="seed of the MLP initialisation and shuffling")
-    mlp.add_argument("--threads", type=positive_int, default=1,
+    mlp.add_argument("--threads", type=positive_int, default=1, metavar="N",
                      help="BLAS threads while training (default 1: two threads only pay on an otherwise idle machine)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N lines of each split")
     p.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="accumulate over N processes")
@@ -363,7 +364,8 @@ def _run_train(args: argparse.Namespace) -> int:
         return 0
     frontend = _make_frontend(args)
     counts = None
-    if args.states_from:
+    resuming = args.resume and (Path(args.output) / "model.json").is_file()
+    if args.states_from and not resuming:  # a resumed run keeps its saved topology
         from .train import state_counts_from_alignments
 
         counts = state_counts_from_alignments(train, args.states_from, jobs=args.jobs)

@@ -18,6 +18,9 @@ PENALTIES=${PENALTIES:-"0 4 8"}; VALID_LIMIT=${VALID_LIMIT:-400}; FRONTEND=${FRO
 STATES_FROM=${STATES_FROM:-}; HWR=${HWR:-hybrid-hwr}
 mkdir -p "$exp"
 topology=(--states "$STATES"); [ -z "$STATES_FROM" ] || topology=(--states-from "$STATES_FROM")
+if [ -n "$STATES_FROM" ] && [ "$(cd "$STATES_FROM" && pwd)" = "$(cd "$exp/model" 2>/dev/null && pwd)" ]; then
+  echo "STATES_FROM is EXP_DIR/model itself: train the second pass into another EXP_DIR" >&2; exit 1
+fi
 
 if [ "$stage" -le 1 ]; then   # 1. embedded training, checkpoint after every iteration
   resume=""; [ -f "$exp/model/model.json" ] && resume="--resume"

@@ -14,7 +14,7 @@
 #        pixels   --hidden $SHALLOW --mlp-input pixels (raw pixels of the same windows)
 #      then, on the alignments of the deep hybrid (EXP_DIR/deep: one realignment round):
 #        realign  --hidden $DEEP     (the deep network again, new targets)
-#        deeper   --hidden $DEEPER   (default 512,512,512,512,512: five layers, 1.60 M weights)
+#        deeper   --hidden $DEEPER   (default 512,512,512,512,512: five layers, 1.59 M weights)
 #   2. recipes/decode_lm.sh for the GMM and every MLP (tuned on validation, reported on test)
 #   3. summary: frame error rates, test CER/WER per mode, and each MLP's WER difference
 #      against the GMM with its bootstrap 95% confidence interval, in EXP_DIR/summary.txt;
@@ -98,7 +98,10 @@ for system in systems:
     model = json.load(open(f"{exp}/{system}/model.json"))
     meta = model["emission_meta"]
     meta = meta if isinstance(meta, dict) else json.loads(meta)
-    curves[system] = {"layers": meta["layer_sizes"], "input": model["history"].get("input_kind"),
+    layers = meta["layer_sizes"]
+    curves[system] = {"layers": layers, "weights": sum(a * b + b for a, b in zip(layers, layers[1:])),
+                      "input": model["history"].get("input_kind"),
+                      "targets": f"alignment of {model['history'].get('init_model')}",
                       "epochs": [{"epoch": r["epoch"], "train_fer": round(r["train_fer"], 5),
                                   "valid_fer": round(r["valid_fer"], 5), "seconds": r.get("seconds")}
                                  for r in meta["history"]]}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +28,39 @@ from hybrid_hwr.model import load_model
 BANDS = ((0.0, 1.0), (1.0, 1.2), (1.2, 1.5), (1.5, np.inf))
 
 
-def frame_ratios(model, frames_file, refs: dict) -> dict:
+def frame_counts(path) -> dict:
+    """Line id -> number of frames (rows) of each array of an .npz, read from the array headers only."""
+    path = Path(path)
+    if not path.is_file():
+        raise HwrError(f"{path}: no such .npz file")
+    counts = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if not name.endswith(".npy"):
+                    continue
+                with archive.open(name) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, _ = np.lib.format.read_array_header_1_0(member)
+                    elif version == (2, 0):
+                        shape, _, _ = np.lib.format.read_array_header_2_0(member)
+                    else:
+                        raise ValueError(f"array {name} has .npy format version {version}")
+                counts[name[: -len(".npy")]] = shape[0] if shape else 0
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise HwrError(f"{path}: not a readable .npz file ({exc})") from None
+    return counts
+
+
+def frame_ratios(model, frames: dict, refs: dict) -> dict:
     """Line id -> frames / fewest frames of its transcription (characters outside the alphabet dropped)."""
     ratios = {}
-    with np.load(frames_file, allow_pickle=False) as npz:
-        for line_id, text in refs.items():
-            if line_id not in npz.files:
-                continue
+    for line_id, text in refs.items():
+        if line_id in frames:
             known = "".join(c for c in text if c in model.alphabet.symbols)
             graph = build_line_graph(model.topology, model.transitions, model.alphabet.encode(known))
-            ratios[line_id] = npz[line_id].shape[0] / max(min_frames(graph), 1)
+            ratios[line_id] = frames[line_id] / max(min_frames(graph), 1)
     return ratios
 
 
@@ -51,13 +75,16 @@ def main(argv=None) -> int:
     try:
         model = load_model(args.model)
         refs = dict(read_transcriptions(args.ref))
-        ratios = frame_ratios(model, args.frames, refs)
         hyps = {path: dict(read_transcriptions(path)) for path in args.hyps}
+        ratios = frame_ratios(model, frame_counts(args.frames), refs)
+        if not ratios:
+            raise HwrError(f"no line of {args.ref} is in {args.frames}")
     except HwrError as exc:
         print(f"length_fit: error: {exc}", file=sys.stderr)
         return 1
-    names = ["/".join(Path(path).with_suffix("").parts[-3:])[-36:] for path in args.hyps]
-    print(f"{'frames / needed':16} {'lines':>6}  " + "  ".join(f"{name:>36}" for name in names))
+    names = ["/".join(Path(path).with_suffix("").parts[-3:]) for path in args.hyps]
+    width = max(28, *(len(name) for name in names))
+    print(f"{'frames / needed':16} {'lines':>6}  " + "  ".join(f"{name:>{width}}" for name in names))
     for low, high in BANDS:
         ids = [i for i, r in ratios.items() if low <= r < high]
         cells = []
@@ -68,7 +95,7 @@ def main(argv=None) -> int:
                 cells.append(f"CER {100 * score.cer:6.2f} WER {100 * score.wer:6.2f}")
             else:
                 cells.append("-")
-        print(f"{f'[{low:g}, {high:g})':16} {len(ids):6d}  " + "  ".join(f"{c:>36}" for c in cells))
+        print(f"{f'[{low:g}, {high:g})':16} {len(ids):6d}  " + "  ".join(f"{c:>{width}}" for c in cells))
     return 0
 
 
