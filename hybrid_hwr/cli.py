@@ -341,7 +341,7 @@ def _add_train(subparsers) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .model import load_model
+    from .model import MODEL_FILE, load_model
     from .train import TrainConfig, train_gmm_hmm
 
     train = read_inputs(args.train, images=args.images, limit=args.limit)
@@ -364,7 +364,7 @@ def _run_train(args: argparse.Namespace) -> int:
         return 0
     frontend = _make_frontend(args)
     counts = None
-    resuming = args.resume and (Path(args.output) / "model.json").is_file()
+    resuming = args.resume and (Path(args.output) / MODEL_FILE).is_file()  # as train_gmm_hmm decides
     if args.states_from and not resuming:  # a resumed run keeps its saved topology
         from .train import state_counts_from_alignments
 

@@ -138,9 +138,6 @@ class DecoderSettings:
             return default if value is None else value
 
         if self.prior_scale is not None:
-            if model.emission_type != "mlp":
-                raise HwrError(f"prior_scale {self.prior_scale:g} (decoder.json or --prior-scale) applies to "
-                               f"hybrid MLP models only; this model has {model.emission_type} emissions")
             model = model.with_prior_scale(self.prior_scale)
         return Recognizer(model, lexicon=self.lexicon, lm=self.lm, lm_weight=self.lm_weight,
                           word_penalty=self.word_penalty, beam=given(self.beam, DEFAULT_BEAM),

@@ -70,8 +70,8 @@ class HwrModel:
         the network weights. HwrError for a GMM model, whose likelihoods have no priors.
         """
         if not hasattr(self.emission, "prior_scale"):
-            raise HwrError(f"a prior scale applies to hybrid MLP models only; this model has "
-                           f"{self.emission_type} emissions")
+            raise HwrError(f"prior scale {prior_scale!r} (--prior-scale or decoder.json's prior_scale) applies to "
+                           f"hybrid MLP models only; this model has {self.emission_type} emissions")
         if isinstance(prior_scale, bool) or not isinstance(prior_scale, (int, float)) \
                 or not math.isfinite(prior_scale) or prior_scale < 0:
             raise HwrError(f"the prior scale must be a finite number >= 0, got {prior_scale!r}")
