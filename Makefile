@@ -1,26 +1,36 @@
-# make install: .venv with the package (editable), its test tools and KenLM's lmplz/build_binary.
-# make test / make demo run `make install` first when .venv is missing or stale.
+# make demo: .venv with the package (editable), then the demo. It needs no KenLM tools.
+# make test / make install: also the test tools and KenLM's lmplz/build_binary.
+# Missing Debian packages are installed first when possible (root or passwordless sudo);
+# otherwise the one command to run is printed. Stamps are written only when a step succeeds.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+SCRIPTS := hybrid_hwr/scripts
+PACKAGE_STAMP := $(VENV)/.package
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install package test demo clean
 
+package: $(PACKAGE_STAMP)
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml tools/build_kenlm.sh
+$(PACKAGE_STAMP): setup.cfg pyproject.toml $(SCRIPTS)/system_packages.sh
+	PYTHON=$(PYTHON) bash $(SCRIPTS)/system_packages.sh demo
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(PACKAGE_STAMP)
+
+$(STAMP): $(PACKAGE_STAMP) $(SCRIPTS)/build_kenlm.sh
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
-	tools/build_kenlm.sh $(VENV)
+	bash $(SCRIPTS)/build_kenlm.sh $(VENV)
 	touch $(STAMP)
 
 test: install
 	$(BIN)/python -m pytest -q
 
-demo: install
+demo: package
 	$(BIN)/hybrid-hwr demo
 
 clean:

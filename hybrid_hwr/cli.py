@@ -652,9 +652,48 @@ def _run_build_lm(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# data
+
+
+def _add_data(subparsers) -> None:
+    p = subparsers.add_parser(
+        "data", help="list the bundled lexicons, LMs, model and sample, or print the path of one",
+        description="Without NAME: the bundled lexicons and language models (lexicons/ and lm/ of the "
+        "repository, inside the package), the default model, the sample lines, where compiled kernels are "
+        "cached and where KenLM's lmplz is. With NAME: only that file's path, for use in a command line, "
+        "e.g. --lm \"$(hybrid-hwr data en-3gram.arpa.gz)\".",
+    )
+    p.add_argument("name", nargs="?", metavar="NAME", help="a bundled file name, e.g. fr-50k.txt")
+    p.set_defaults(run=_run_data)
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    from . import numba_cache, resources
+    from .data import sample_dir
+    from .demo import default_model_dir
+    from .lm import find_kenlm_binary
+
+    if args.name:
+        print(resources.path(args.name))
+        return 0
+    for name in resources.names():
+        size = resources.path(name).stat().st_size
+        print(f"{name:<24} {size / 1e6:7.1f} MB  {resources.path(name)}")
+    print(f"{'default model':<24} {'':10} {default_model_dir()}")
+    print(f"{'sample lines':<24} {'':10} {sample_dir()}")
+    print(f"{'kernel cache':<24} {'':10} {numba_cache.cache_location()}")
+    try:
+        lmplz = str(find_kenlm_binary("lmplz"))
+    except HwrError as exc:
+        lmplz = f"not built ({_one_line(exc).split(': ', 1)[-1]})"
+    print(f"{'lmplz':<24} {'':10} {lmplz}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # Entry point
 
-_SUBCOMMANDS = (_add_import, _add_features, _add_train, _add_align, _add_emissions, _add_decode, _add_evaluate, _add_build_lm, _add_demo)
+_SUBCOMMANDS = (_add_import, _add_features, _add_train, _add_align, _add_emissions, _add_decode, _add_evaluate, _add_build_lm, _add_demo, _add_data)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -666,6 +705,18 @@ def build_parser() -> argparse.ArgumentParser:
     for add in _SUBCOMMANDS:
         add(subparsers)
     return parser
+
+
+# the module whose Numba kernels a subcommand compiles first (a cold cache is announced)
+_KERNELS = {_run_features: "features", _run_train: "gmm", _run_align: "align", _run_emissions: "features",
+            _run_decode: "search", _run_demo: "search"}
+
+
+def _announce_compilation(args: argparse.Namespace) -> None:
+    module = _KERNELS.get(args.run)
+    if module is not None:
+        from . import numba_cache
+        numba_cache.announce(module)
 
 
 def _one_line(message: str) -> str:
@@ -684,6 +735,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: a subcommand is required", file=sys.stderr)
         return 2
     try:
+        _announce_compilation(args)
         return int(args.run(args) or 0)
     except HwrError as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)

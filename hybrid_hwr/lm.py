@@ -3,7 +3,7 @@
 Building: ``build_lm`` tokenises the corpora with ``hybrid_hwr.text`` (the same tokens the
 lexicon and the WER use), writes them to a temporary file and runs KenLM's ``lmplz``
 (modified Kneser-Ney) and, for binary output, ``build_binary``. Both programs are built
-from the ``kenlm`` source package by ``make install`` (``tools/build_kenlm.sh``) into the
+from the ``kenlm`` source package by ``make install`` (``hybrid_hwr/scripts/build_kenlm.sh``) into the
 virtual environment's ``bin``; ``find_kenlm_binary`` locates them.
 
 Scoring goes through the ``kenlm`` Python module. KenLM gives log10 probabilities; every
@@ -43,7 +43,7 @@ from .text import SPACE_TOKEN, char_tokens, tokenize
 LN10 = math.log(10.0)
 UNK = "<unk>"
 UNK_ID = -1  # token id that ``LmScorer`` scores as KenLM's <unk>
-KENLM_MAX_ORDER = 6  # the kenlm Python module and tools/build_kenlm.sh are built with it
+KENLM_MAX_ORDER = 6  # the kenlm Python module and hybrid_hwr/scripts/build_kenlm.sh are built with it
 _ENV_KENLM_DIR = "HYBRID_HWR_KENLM_BIN"
 _RESERVED = frozenset({"<s>", "</s>", UNK})
 
@@ -66,8 +66,9 @@ def find_kenlm_binary(name: str = "lmplz") -> Path:
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             return path
-    raise HwrError(f"KenLM's {name} not found (run `make install`, which builds it, "
-                   f"or set {_ENV_KENLM_DIR} to the folder that holds it)")
+    script = Path(__file__).resolve().parent / "scripts" / "build_kenlm.sh"
+    raise HwrError(f"KenLM's {name} not found: build it with `bash {script} {sys.prefix}` (about a minute; "
+                   f"`make install` does it in a checkout), or set {_ENV_KENLM_DIR} to the folder that holds it")
 
 
 # --------------------------------------------------------------------------- corpora

@@ -60,7 +60,7 @@ def arpa_counts(path):
 
 
 def test_kenlm_programs_are_built():
-    # `make install` builds them (tools/build_kenlm.sh): missing means a broken install.
+    # `make install` builds them (hybrid_hwr/scripts/build_kenlm.sh): missing means a broken install.
     for name in ("lmplz", "build_binary"):
         assert find_kenlm_binary(name).is_file()
 

@@ -2,12 +2,15 @@
 # Build KenLM's `lmplz` and `build_binary` from the `kenlm` source package on PyPI
 # and install them into VENV/bin (default .venv). Skipped when both are already there.
 #
-#   tools/build_kenlm.sh [VENV]
+#   hybrid_hwr/scripts/build_kenlm.sh [VENV]
 #
 # Needs cmake, a C++ compiler and Debian's
 #   libboost-program-options-dev libboost-system-dev libboost-thread-dev
 #   libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev
-# (KenLM's CMakeLists asks for boost's unit_test_framework even without tests.)
+# (KenLM's CMakeLists asks for boost's unit_test_framework even without tests);
+# system_packages.sh beside this script installs the missing ones when it can.
+# The script ships inside the package, so a pip install can run it too
+# (`hybrid-hwr build-lm` prints the command when lmplz is missing).
 #
 # Environment:
 #   KENLM_VERSION    source version to build (default: the installed kenlm module's, else 0.3.0)
@@ -30,18 +33,8 @@ if [[ ! -x "$bin/python" ]]; then
     exit 1
 fi
 
-missing=()
-command -v cmake >/dev/null || missing+=(cmake)
-command -v c++ >/dev/null || missing+=(g++)
-for header in boost/program_options.hpp boost/thread.hpp boost/test/unit_test.hpp zlib.h bzlib.h lzma.h; do
-    [[ -e "/usr/include/$header" ]] || missing+=("$header")
-done
-if ((${#missing[@]})); then
-    echo "build_kenlm.sh: missing ${missing[*]}; install them with" >&2
-    echo "  apt-get install cmake g++ libboost-program-options-dev libboost-system-dev" \
-         "libboost-thread-dev libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev" >&2
-    exit 1
-fi
+# cmake, a compiler, Boost and the compression headers: installed when possible, else one command to run
+PYTHON="$bin/python" bash "$(dirname "${BASH_SOURCE[0]}")/system_packages.sh" kenlm
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kenlm-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
