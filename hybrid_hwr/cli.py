@@ -452,8 +452,10 @@ def _add_decode(subparsers) -> None:
         "decode", parents=[dataset_parent()], help="recognise line images",
         description="Decodes each line and writes id<TAB>text as each result is produced (to -o FILE, or "
         "standard output). Search score: log p(x|W) + lm_weight * log P_LM(W) + word_penalty * |W| "
-        "(+ unk_penalty per out-of-lexicon word); without --lexicon, a character loop whose per-character "
-        "term is -char_penalty.",
+        "+ glue_penalty * (joins without a space between letters or digits) (+ unk_penalty per "
+        "out-of-lexicon word); without --lexicon, a character loop whose per-character term is "
+        "-char_penalty. Weights and penalties not given here or in decoder.json take calibrated defaults "
+        "for the model's emission type (GMM or MLP) and the mode; `hybrid-hwr tune` fits them to a model.",
     )
     p.add_argument("--model", metavar="DIR",
                    help="model directory (default: the bundled model); its decoder.json, if any, gives the "
@@ -462,8 +464,12 @@ def _add_decode(subparsers) -> None:
     p.add_argument("--lm", metavar="FILE", help="word n-gram LM (.arpa, .arpa.gz or KenLM binary)")
     p.add_argument("--char-lm", metavar="FILE", help="character n-gram LM: lexicon-free decoding, or with "
                    "--unk-penalty the speller of out-of-lexicon words")
-    p.add_argument("--lm-weight", type=float, help="LM scale (default 1.0)")
-    p.add_argument("--word-penalty", type=float, help="added per word (negative: fewer words; default 0)")
+    p.add_argument("--lm-weight", type=float, help="LM scale (default: calibrated, e.g. 6 for an MLP, 16 for a GMM)")
+    p.add_argument("--word-penalty", type=float,
+                   help="added per word (negative: fewer words; default: calibrated per model type and mode)")
+    p.add_argument("--glue-penalty", type=float,
+                   help="added per pair of words that touch without a space, letters or digits on both sides "
+                   "(negative: a cost; punctuation joins are free; default: calibrated)")
     p.add_argument("--unk-penalty", type=float,
                    help="allow out-of-lexicon words (spelled by --char-lm), adding this to the score of each "
                    "(negative: a cost; default: strict lexicon)")
@@ -496,15 +502,16 @@ def _run_decode(args: argparse.Namespace) -> int:
     import json
 
     from .batch import map_line_images, progress
-    from .demo import load_recognizer
+    from .demo import load_recognizer, settings_line
 
-    given = {name: getattr(args, name) for name in ("lexicon", "lm", "char_lm", "lm_weight", "word_penalty",
+    given = {name: getattr(args, name) for name in ("lexicon", "lm", "char_lm", "lm_weight", "word_penalty", "glue_penalty",
                                                     "unk_penalty", "char_penalty", "beam", "max_active", "unk_beam",
                                                     "unk_max_active", "prior_scale", "lang")}
     if args.emissions and args.prior_scale is not None:
         raise HwrError("--prior-scale acts when emission scores are computed: pass it to `hybrid-hwr emissions`, "
                        "not to decode --emissions")
     recognizer, settings = load_recognizer(args.model, nbest=args.nbest, **given)
+    print(f"{PROG}: {settings_line(args.model, recognizer, settings)}", file=sys.stderr)
     if recognizer.lexicon_message:  # lexicon words the model cannot spell are reported, not silently dropped
         warn(recognizer.lexicon_message)
     if args.emissions:

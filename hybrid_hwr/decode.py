@@ -14,7 +14,7 @@ open vocabulary        lexicon words + spelled unknowns    word n-gram + charact
 The score of a word sequence ``W = w_1 .. w_n`` (natural log), maximised by the search::
 
     score(W) = log p(x | W)  +  lm_weight * log P_LM(W)  +  word_penalty * |W|
-               (+ unk_penalty * #out-of-lexicon words)
+               +  glue_penalty * #glued joins  (+ unk_penalty * #out-of-lexicon words)
 
 * ``log p(x | W)``: the Viterbi score of the best state path through the line model of
   ``W`` -- emission log-likelihoods plus HMM transitions, including the optional-model
@@ -25,10 +25,16 @@ The score of a word sequence ``W = w_1 .. w_n`` (natural log), maximised by the 
 * ``log P_LM(W)``: KenLM's natural-log probability of ``<s> w_1 .. w_n </s>`` (an
   out-of-lexicon word ``v`` counts as ``log P(<unk> | history) + log P_char(v <sp> | <sp>)``
   under the character LM).  No LM: 0.
+* a *glued join*: two consecutive words of the path with no space frame between them,
+  the first ending and the second starting with a letter or digit (``str.isalnum``).
+  Joins at punctuation (``l'`` + ``État``, ``mot`` + ``,``) are free.  The optional
+  space makes every join possible, so without this term a lexicon holding single letters
+  spells any text as glued one-letter words.  Lexicon modes only.
 * knobs: ``lm_weight`` (>= 0), ``word_penalty`` (added per word: negative values give
   fewer words), ``beam`` (tokens more than ``beam`` below the frame's best are pruned),
   ``max_active`` (at most that many tokens per frame), ``nbest`` (length of the n-best
-  list), ``unk_penalty`` (None: strict lexicon), ``char_penalty`` (lexicon-free modes).
+  list), ``unk_penalty`` (None: strict lexicon), ``glue_penalty`` (per glued join,
+  negative: a cost), ``char_penalty`` (lexicon-free modes).
   Open vocabulary only: ``unk_beam`` and ``unk_max_active``, the tighter beam and token
   budget of the tokens inside spelled words (every character-LM context is a token of
   its own, so without them the speller dominates the search's work).
@@ -44,7 +50,7 @@ spaces are dropped and runs of spaces collapse to one.
 Output (:class:`Hypothesis`): text (lexicon words joined by single spaces: the
 tokeniser's form, e.g. ``Mr . Foot``; ``text.detokenize`` gives running text), total
 score, its optical and LM parts (``score = optical_score + lm_weight * lm_score +
-penalties``), words with their frames and pixels, an n-best list (sorted, distinct
+penalties``, the glue penalty included), words with their frames and pixels, an n-best list (sorted, distinct
 texts) and a confidence per word.  In the character-LM mode ``lm_score`` is that of the
 decoded symbols, a leading or trailing space symbol included.
 A line with no frames, or too few frames for any word sequence, gives the empty result
@@ -217,6 +223,11 @@ def _lexicon_words(value) -> list[str]:
     return list(dict.fromkeys(words))
 
 
+def _glues(ch: str) -> bool:
+    """Whether two words touching at character ``ch`` (without a space) pay the glue penalty."""
+    return ch.isalnum()
+
+
 def _take(values, index, default):
     """``values[index]``, ``default`` where ``index < 0``."""
     out = np.full(len(index), default, dtype=values.dtype)
@@ -251,6 +262,8 @@ class _Lattice:
     extra: np.ndarray       # ln P_char of an out-of-lexicon word's spelling, else 0
     is_unk: np.ndarray
     near: np.ndarray        # within LATTICE_BEAM of the best path (the n-best search's arcs)
+    glue_head: np.ndarray   # glued to its boundary (no space) and starts with a letter/digit
+    glue_tail: np.ndarray   # ends with a letter/digit
     unk_items: dict         # record id -> _Item of out-of-lexicon words
     tail: np.ndarray        # (T + 1,) score of ending the line after boundary - 1, LM end excluded
     tail_eos: np.ndarray    # the same with the recorded ln p(</s> | state)
@@ -281,7 +294,7 @@ class Recognizer:
         reported in ``rejected_words`` / ``lexicon_message``.
     lm : path of an ARPA (.arpa, .arpa.gz) or binary KenLM model, or a kenlm.Model
         Word n-gram over the lexicon's words (needs ``lexicon``).
-    lm_weight, word_penalty, beam, max_active, nbest, unk_penalty
+    lm_weight, word_penalty, glue_penalty, beam, max_active, nbest, unk_penalty
         The knobs of the score formula in the module docstring.
     unk_beam, unk_max_active : float, int
         Open vocabulary: tokens inside out-of-lexicon words are kept only within
@@ -297,7 +310,8 @@ class Recognizer:
     def __init__(self, model: HwrModel, lexicon=None, lm=None, lm_weight: float = 1.0,
                  word_penalty: float = 0.0, beam: float = DEFAULT_BEAM, max_active: int = DEFAULT_MAX_ACTIVE,
                  nbest: int = 1, char_penalty: float = 0.0, unk_penalty: float | None = None, char_lm=None,
-                 unk_beam: float = DEFAULT_UNK_BEAM, unk_max_active: int = DEFAULT_UNK_MAX_ACTIVE):
+                 unk_beam: float = DEFAULT_UNK_BEAM, unk_max_active: int = DEFAULT_UNK_MAX_ACTIVE,
+                 glue_penalty: float = 0.0):
         from .lm import LmScorer, char_lm_symbols, check_vocabulary
 
         self.model = model
@@ -307,12 +321,14 @@ class Recognizer:
         self.max_active = int(max_active)
         self.nbest = int(nbest)
         self.char_penalty = float(char_penalty)
+        self.glue_penalty = float(glue_penalty)
         self.unk_penalty = None if unk_penalty is None else float(unk_penalty)
         self.unk_beam = float(unk_beam)
         self.unk_max_active = int(unk_max_active)
         if not (math.isfinite(self.lm_weight) and self.lm_weight >= 0):
             raise HwrError(f"LM weight must be a finite number >= 0, got {lm_weight}")
-        for name, v in (("word penalty", self.word_penalty), ("character penalty", self.char_penalty)):
+        for name, v in (("word penalty", self.word_penalty), ("character penalty", self.char_penalty),
+                        ("glue penalty", self.glue_penalty)):
             if not math.isfinite(v):
                 raise HwrError(f"{name} must be finite, got {v}")
         if not self.beam > 0:
@@ -363,6 +379,11 @@ class Recognizer:
             if word_lm is not None:
                 check_vocabulary(word_lm, self.words, str(lm))
             unk_symbols = [k for k in range(K) if k != space] if self.unk_penalty is not None else ()
+        # the glue penalty acts between lexicon words only (the lexicon-free "words" are characters)
+        self._glue = self.glue_penalty if self.mode == "lexicon" else 0.0
+        self._glue_symbol = np.array([_glues(ch) for ch in symbols] + [False], dtype=bool)  # [-1]: no symbol
+        self._glue_first = np.array([_glues(w[0]) for w in self.words], dtype=bool)
+        self._glue_last = np.array([_glues(w[-1]) for w in self.words], dtype=bool)
         self.tree: PrefixTree = tree
         # the LM is left out of the search when its weight is 0 (scores unchanged, fewer tokens)
         self.scorer = LmScorer(word_lm, lm_tokens) if word_lm is not None else None
@@ -378,12 +399,14 @@ class Recognizer:
             unigram = [search_scorer.score(search_scorer.NULL, w)[0] for w in range(len(tree.word_node))]
             lookahead = unigram_lookahead(tree, unigram, self.lm_weight)
         net, unit_ids = build_network(topology, transitions, tree, unk_symbols=unk_symbols,
-                                      lookahead=lookahead, **flags)
+                                      lookahead=lookahead, glue_symbols=np.flatnonzero(self._glue_symbol[:K]),
+                                      **flags)
         self.search = TokenSearch(
             net, unit_ids, lm_weight=self.lm_weight, word_penalty=self._penalty, beam=self.beam,
             max_active=self.max_active, space_prob=transitions.space_prob, blank_prob=transitions.blank_prob,
             word_scorer=search_scorer, n_words=len(lm_tokens), char_scorer=self.char_scorer,
-            n_chars=len(char_tokens), unk_penalty=self.unk_penalty or 0.0, unk_beam=self.unk_beam,
+            n_chars=len(char_tokens), unk_penalty=self.unk_penalty or 0.0, glue_penalty=self._glue,
+            unk_beam=self.unk_beam,
             unk_max_active=self.unk_max_active, unk_start_state=unk_start,
             unk_end_token=self._sp_token, **flags)
         self._lm_scorer = self.scorer if self.scorer is not None else _NoLm()
@@ -418,10 +441,22 @@ class Recognizer:
                 total += self._spelling_logp(it.text)
         return total + scorer.end_score(state)
 
+    def _n_glued(self, items) -> int:
+        """Glued joins of a hypothesis: consecutive words with no frame between them, a
+        letter or digit on both sides (0 outside lexicon modes)."""
+        if self._glue == 0.0:
+            return 0
+        return sum(1 for a, b in zip(items, items[1:])
+                   if b.start == a.end + 1 and _glues(a.text[-1]) and _glues(b.text[0]))
+
+    def _penalties(self, items) -> float:
+        """The word, unknown-word and glue terms of the score of a hypothesis."""
+        n_unk = sum(1 for it in items if it.token == -1)
+        return self._penalty * len(items) + (self.unk_penalty or 0.0) * n_unk + self._glue * self._n_glued(items)
+
     def _alternative(self, items, score) -> Alternative:
         lm = self._lm_logp(items)
-        n_unk = sum(1 for it in items if it.token == -1)
-        optical = score - self.lm_weight * lm - self._penalty * len(items) - (self.unk_penalty or 0.0) * n_unk
+        optical = score - self.lm_weight * lm - self._penalties(items)
         return Alternative(self._text(items), float(score), float(optical), float(lm))
 
     def _text(self, items) -> str:
@@ -518,8 +553,23 @@ class Recognizer:
             item = unk_items[int(ids[j])]
             extra[j] = self._spelling_logp(item.text)
             first[j] = item.start
+        # glued joins: the arc starts right after its boundary with a letter/digit (head), and
+        # the word before it ends with one (tail); the n-best search pairs arcs anew
+        glue_head = np.zeros(len(ids), dtype=bool)
+        glue_tail = np.zeros(len(ids), dtype=bool)
+        if self._glue != 0.0:
+            lex = ~is_unk
+            glue_head[lex] = self._glue_first[token[lex]]
+            glue_tail[lex] = self._glue_last[token[lex]]
+            for j in np.flatnonzero(is_unk).tolist():
+                text = unk_items[int(ids[j])].text
+                glue_head[j], glue_tail[j] = _glues(text[0]), _glues(text[-1])
+            glue_head &= (first == b + 1) & (pr[keep] >= 0)
+        recorded_glue = glue_head.copy()     # glued to the predecessor the search recorded
+        if recorded_glue.any():
+            recorded_glue[recorded_glue] = self._record_glue_tail(rec, pr[keep][recorded_glue])
         sigma = (gain - lmw * (rec.lmlp[ids] + extra) - self._penalty
-                 - np.where(is_unk, self.unk_penalty or 0.0, 0.0))
+                 - np.where(is_unk, self.unk_penalty or 0.0, 0.0) - self._glue * recorded_glue)
         # duplicates (same span, same lexicon word) keep the best sigma; unknown words stay apart
         order = np.lexsort((-sigma, np.where(is_unk, np.arange(len(ids)), -1), token, end, b))
         key = np.stack([b, end, token, np.where(is_unk, np.arange(len(ids)), -1)], 1)[order]
@@ -529,8 +579,21 @@ class Recognizer:
         arcs = arcs[np.argsort(b[arcs], kind="stable")]
         return _Lattice(ids=ids[arcs], start=b[arcs], end=end[arcs], first=first[arcs], token=token[arcs],
                         gain=gain[arcs], sigma=sigma[arcs], extra=extra[arcs], is_unk=is_unk[arcs],
-                        near=margin[arcs] >= -LATTICE_BEAM, unk_items=unk_items, tail=tail, tail_eos=tail_eos,
+                        near=margin[arcs] >= -LATTICE_BEAM, glue_head=glue_head[arcs],
+                        glue_tail=glue_tail[arcs], unk_items=unk_items, tail=tail, tail_eos=tail_eos,
                         tail_near=alpha + tail_eos - best_total >= -LATTICE_BEAM)
+
+    def _record_glue_tail(self, rec, records) -> np.ndarray:
+        """Whether each word-level record (-1: none) ends with a letter or digit."""
+        out = np.zeros(len(records), dtype=bool)
+        for j, r in enumerate(records.tolist()):
+            if r < 0:
+                continue
+            if rec.kind[r] == R_WORD:
+                out[j] = self._glue_last[int(rec.token[r])]
+            else:   # a spelled word: its last letter record
+                out[j] = self._glue_symbol[int(self.search.net.unk_tok[int(rec.token[int(rec.prev[r])])])]
+        return out
 
     def _arc_item(self, rec, lat, k) -> _Item:
         r = int(lat.ids[k])
@@ -557,6 +620,7 @@ class Recognizer:
         arc_end, arc_tok, arc_sig = lat.end[near].tolist(), lat.token[near].tolist(), lat.sigma[near].tolist()
         arc_extra, arc_unk = lat.extra[near].tolist(), lat.is_unk[near].tolist()
         arc_ids = lat.ids[near].tolist()
+        glue, glue_head, glue_tail = self._glue, lat.glue_head.tolist(), lat.glue_tail.tolist()
         for node, a0, a1 in zip(nodes, lo.tolist(), hi.tolist()):
             hyps = pending.pop(node, None)
             if not hyps:
@@ -577,9 +641,11 @@ class Recognizer:
                 word_key = lat.unk_items[arc_ids[k]].text if unk else tok
                 gain_k = arc_sig[k] + penalty + (unk_penalty if unk else 0.0)
                 target = pending.setdefault(arc_end[k], [])
+                head = glue_head[int(near[k])]
                 for score, state, words, path in top:
                     lp, nxt = scorer.score(state, tok)
-                    target.append((score + gain_k + lmw * (lp + arc_extra[k]), nxt, words + (word_key,),
+                    glued = glue if head and path and glue_tail[path[-1]] else 0.0
+                    target.append((score + gain_k + glued + lmw * (lp + arc_extra[k]), nxt, words + (word_key,),
                                    path + (int(near[k]),)))
         return [(score, tuple(self._arc_item(out.records, lat, k) for k in path)) for score, path in finals]
 
@@ -694,9 +760,8 @@ class Recognizer:
             words = [WordBox(it.text, sp.first_frame, sp.last_frame, confidence=math.nan, oov=it.token == -1)
                      for it, sp in zip(candidate, spans)]
             lm = self._lm_logp(candidate)
-            n_unk = sum(1 for it in candidate if it.token == -1)
-            score = (optical + self.lm_weight * lm + self._penalty * len(candidate)
-                     + (self.unk_penalty or 0.0) * n_unk)
+            aligned = [_Item(it.text, it.token, sp.first_frame, sp.last_frame) for it, sp in zip(candidate, spans)]
+            score = optical + self.lm_weight * lm + self._penalties(aligned)
             alt = Alternative(self._text(candidate), float(score), float(optical), float(lm))
             return Hypothesis(alt.text, alt.score, alt.optical_score, alt.lm_score, n_frames=len(loglik),
                               words=words, nbest=[alt])

@@ -13,10 +13,11 @@ files it names (relative names are read next to ``decoder.json``)::
 
 Keys of ``decoder.json`` (all optional; a directory without it decodes with a character
 loop): ``lexicon``, ``lm``, ``char_lm`` (file names or null), ``lm_weight``,
-``word_penalty``, ``char_penalty``, ``unk_penalty`` (null: strict lexicon), ``beam``,
-``max_active``, ``unk_beam``, ``unk_max_active``, ``prior_scale`` (hybrid MLP models:
-kappa of log p(s|x) - kappa log p(s); null: the value stored with the network) and
-``lang`` (``en``/``fr``: how lexicon tokens are joined back into text, see
+``word_penalty``, ``glue_penalty`` (unset: the calibrated defaults of :data:`CALIBRATED`
+for the model's emission type and the mode), ``char_penalty``, ``unk_penalty`` (null:
+strict lexicon), ``beam``, ``max_active``, ``unk_beam``, ``unk_max_active``, ``prior_scale``
+(hybrid MLP models: kappa of log p(s|x) - kappa log p(s); null: the value stored with the
+network) and ``lang`` (``en``/``fr``: how lexicon tokens are joined back into text, see
 :func:`hybrid_hwr.text.detokenize`).
 
 Python use of the shipped model::
@@ -53,6 +54,21 @@ DECODER_FILE = "decoder.json"
 _FILE_KEYS = ("lexicon", "lm", "char_lm")
 
 
+# Settings used when neither decoder.json nor an option gives them, by emission type and by
+# mode: the optima found on the validation splits of IAM-OnDB and Copiste (see the README's
+# results), rounded. GMM log-likelihoods are several times sharper than an MLP's scaled
+# likelihoods, so the LM weight and the penalties scale with them. `hybrid-hwr tune`
+# replaces them with values tuned for the model (written to decoder.json).
+CALIBRATED = {
+    # (emission type, mode): {knob: value}
+    ("mlp", "lexicon + LM"): {"lm_weight": 6.0, "word_penalty": -10.0, "glue_penalty": -10.0},
+    ("mlp", "lexicon"): {"lm_weight": 0.0, "word_penalty": -40.0, "glue_penalty": -10.0},
+    ("gmm", "lexicon + LM"): {"lm_weight": 16.0, "word_penalty": -40.0, "glue_penalty": -30.0},
+    ("gmm", "lexicon"): {"lm_weight": 0.0, "word_penalty": -200.0, "glue_penalty": -30.0},
+}
+_CALIBRATED_KNOBS = ("lm_weight", "word_penalty", "glue_penalty")
+
+
 def default_model_dir() -> Path:
     """Where the shipped default model lives (``hybrid_hwr/models/default``); it may be absent."""
     return Path(__file__).resolve().parent / "models" / "default"
@@ -65,8 +81,9 @@ class DecoderSettings:
     lexicon: Path | None = None
     lm: Path | None = None
     char_lm: Path | None = None
-    lm_weight: float = 1.0
-    word_penalty: float = 0.0
+    lm_weight: float | None = None     # None: the calibrated default of the model's kind (CALIBRATED)
+    word_penalty: float | None = None
+    glue_penalty: float | None = None
     char_penalty: float = 0.0
     unk_penalty: float | None = None
     beam: float | None = None          # None: the decoder's default
@@ -130,8 +147,27 @@ class DecoderSettings:
                 values[key] = int(value) if key in ("max_active", "unk_max_active") else float(value)
         return cls(**values)
 
+    @property
+    def mode(self) -> str:
+        """The decoding mode these settings select."""
+        if self.lexicon is None:
+            return "character LM" if self.char_lm is not None else "character loop"
+        if self.unk_penalty is not None and self.char_lm is not None:
+            return "open vocabulary"
+        return "lexicon + LM" if self.lm is not None else "lexicon"
+
+    def calibrated(self, emission_type: str) -> "DecoderSettings":
+        """These settings with every unset LM weight / word / glue penalty filled in from
+        :data:`CALIBRATED` for the model's emission type and the decoding mode."""
+        mode = "lexicon + LM" if self.mode == "open vocabulary" else self.mode
+        table = CALIBRATED.get((emission_type, mode), {})
+        fill = {k: table.get(k, 0.0 if k != "lm_weight" else 1.0) for k in _CALIBRATED_KNOBS
+                if getattr(self, k) is None}
+        return replace(self, **fill) if fill else self
+
     def recognizer(self, model, nbest: int = 1):
-        """A :class:`hybrid_hwr.decode.Recognizer` for ``model`` with these settings."""
+        """A :class:`hybrid_hwr.decode.Recognizer` for ``model`` with these settings (unset
+        knobs: :meth:`calibrated` for the model's emission type)."""
         from .decode import DEFAULT_BEAM, DEFAULT_MAX_ACTIVE, DEFAULT_UNK_BEAM, DEFAULT_UNK_MAX_ACTIVE, Recognizer
 
         def given(value, default):  # None: not set; 0 is a value (and the Recognizer rejects it)
@@ -139,8 +175,10 @@ class DecoderSettings:
 
         if self.prior_scale is not None:
             model = model.with_prior_scale(self.prior_scale)
-        return Recognizer(model, lexicon=self.lexicon, lm=self.lm, lm_weight=self.lm_weight,
-                          word_penalty=self.word_penalty, beam=given(self.beam, DEFAULT_BEAM),
+        full = self.calibrated(model.emission_type)
+        return Recognizer(model, lexicon=self.lexicon, lm=self.lm, lm_weight=full.lm_weight,
+                          word_penalty=full.word_penalty, glue_penalty=full.glue_penalty,
+                          beam=given(self.beam, DEFAULT_BEAM),
                           max_active=given(self.max_active, DEFAULT_MAX_ACTIVE), nbest=nbest,
                           char_penalty=self.char_penalty, unk_penalty=self.unk_penalty, char_lm=self.char_lm,
                           unk_beam=given(self.unk_beam, DEFAULT_UNK_BEAM),
@@ -154,18 +192,26 @@ class DecoderSettings:
             return hypothesis.text
         return detokenize(hypothesis.text.split(), self.lang)
 
-    def describe(self) -> str:
-        """One line for logs: the decoding mode and its knobs."""
+    def describe(self, emission_type: str | None = None) -> str:
+        """One line for logs: the decoding mode and its knobs (with ``emission_type``, the
+        calibrated values of unset knobs, marked "default")."""
+        full = self.calibrated(emission_type) if emission_type else self
+
+        def knob(name):
+            value = getattr(full, name)
+            mark = " (default)" if getattr(self, name) is None and value is not None else ""
+            return f"{value:g}{mark}" if value is not None else "default"
+
         if self.lexicon is None:
             mode = f"character LM {self.char_lm.name}" if self.char_lm else "character loop"
             text = f"{mode}, char penalty {self.char_penalty:g}"
         else:
             text = f"lexicon {self.lexicon.name}"
             if self.lm is not None:
-                text += f" + LM {self.lm.name} (weight {self.lm_weight:g})"
+                text += f" + LM {self.lm.name} (weight {knob('lm_weight')})"
             if self.unk_penalty is not None and self.char_lm is not None:
                 text += f" + out-of-lexicon words ({self.char_lm.name}, penalty {self.unk_penalty:g})"
-            text += f", word penalty {self.word_penalty:g}"
+            text += f", word penalty {knob('word_penalty')}, glue penalty {knob('glue_penalty')}"
         return text + (f", prior scale {self.prior_scale:g}" if self.prior_scale is not None else "")
 
 
@@ -180,6 +226,14 @@ def resolve_model_dir(model_dir: str | os.PathLike | None = None) -> Path:
     return model_dir
 
 
+def settings_line(model_dir: str | os.PathLike | None, recognizer, settings: DecoderSettings) -> str:
+    """One line naming the model, its kind and the decoding settings in use (for stderr)."""
+    path = resolve_model_dir(model_dir)
+    which = " (the bundled default model)" if path.resolve() == default_model_dir() else ""
+    kind = recognizer.model.emission_type
+    return f"model {path}{which}, {kind.upper()}-HMM; decoding: {settings.describe(kind)}"
+
+
 def load_recognizer(model_dir: str | os.PathLike | None = None, nbest: int = 1, **overrides):
     """``(Recognizer, DecoderSettings)`` of a decoder directory (default: :func:`default_model_dir`).
 
@@ -191,7 +245,8 @@ def load_recognizer(model_dir: str | os.PathLike | None = None, nbest: int = 1, 
     model_dir = resolve_model_dir(model_dir)
     model = load_model(model_dir)
     settings = DecoderSettings.load(model_dir)
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = {k: Path(v) if k in _FILE_KEYS and isinstance(v, (str, os.PathLike)) else v
+             for k, v in overrides.items() if v is not None}
     if given:
         try:
             settings = replace(settings, **given)
@@ -231,6 +286,7 @@ class DemoResult:
     load_seconds: float = 0.0     # model, lexicon and LM loading
     model_dir: Path | None = None
     settings: DecoderSettings | None = None
+    emission_type: str | None = None
 
 
 _WORKER = None
@@ -285,7 +341,7 @@ def run_demo(model_dir: str | os.PathLike | None = None, output: str | os.PathLi
     t0 = time.perf_counter()
     recognizer, settings = load_recognizer(model_dir)
     load_seconds = time.perf_counter() - t0
-    echo(f"model {model_dir} ({recognizer.model.emission_type.upper()}-HMM); decoding: {settings.describe()}")
+    echo(settings_line(model_dir, recognizer, settings))
     if getattr(recognizer, "lexicon_message", None):
         warn(recognizer.lexicon_message)
     echo(f"decoding {len(lines)} bundled test lines (writers not seen in training)")
@@ -304,7 +360,8 @@ def run_demo(model_dir: str | os.PathLike | None = None, output: str | os.PathLi
 
     decoded = [r for r in results if r.error is None]
     score = score_corpus([(r.id, r.reference) for r in results], [(r.id, r.text) for r in decoded], settings.lang)
-    demo = DemoResult(results, score.cer, score.wer, seconds, load_seconds, model_dir, settings)
+    demo = DemoResult(results, score.cer, score.wer, seconds, load_seconds, model_dir, settings,
+                      recognizer.model.emission_type)
     failed = len(results) - len(decoded)
     echo("")
     echo(f"CER {100 * score.cer:6.2f} %  ({score.chars.errors} errors / {score.chars.ref_len} characters)")
@@ -384,7 +441,7 @@ def write_html(demo: DemoResult, output: str | os.PathLike) -> Path:
         "<h1>hybrid-hwr demo: bundled test lines</h1>",
         '<table class="summary">',
         f"<tr><th>model</th><td>{html.escape(str(demo.model_dir))}</td></tr>",
-        f"<tr><th>decoding</th><td>{html.escape(demo.settings.describe() if demo.settings else '')}</td></tr>",
+        f"<tr><th>decoding</th><td>{html.escape(demo.settings.describe(demo.emission_type) if demo.settings else '')}</td></tr>",
         f"<tr><th>lines</th><td>{len(demo.lines)}</td></tr>",
         f"<tr><th>CER</th><td>{100 * demo.cer:.2f} %</td></tr>",
         f"<tr><th>WER</th><td>{100 * demo.wer:.2f} %</td></tr>",

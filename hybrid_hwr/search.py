@@ -16,7 +16,10 @@ Besides the tree the network holds copies of the space model (units):
 
 These are exactly the conventions of :func:`hybrid_hwr.hmm.build_line_graph`, so the
 search score of a word sequence ``W`` along a path equals the score of the same path in
-the line graph of ``" ".join(W)``.  A lexicon of single characters with no optional
+the line graph of ``" ".join(W)``, plus ``glue_penalty`` for every join that skips the
+optional space between a word ending with a *glue symbol* (a letter or digit, see
+``glue_symbols`` of :func:`build_network`) and a word starting with one: without it
+the search could tile any text with one-letter words glued together.  A lexicon of single characters with no optional
 units is the character loop of :func:`hybrid_hwr.hmm.build_loop_graph`.
 
 Tokens and language-model states
@@ -88,8 +91,8 @@ M_WORD, M_CHAR, M_EOS = 0, 1, 2
 
 # float parameters
 F_LM_WEIGHT, F_WORD_PENALTY, F_BEAM, F_SPACE_ENTER, F_SPACE_SKIP, F_BLANK_ENTER, F_BLANK_SKIP, \
-    F_UNK_PENALTY, F_UNK_BEAM = range(9)
-N_FPARAMS = 9
+    F_UNK_PENALTY, F_UNK_BEAM, F_GLUE_PENALTY = range(10)
+N_FPARAMS = 10
 # int parameters
 (I_MAX_ACTIVE, I_HAS_LM, I_HAS_UNK, I_WORD_GAPS, I_LINE_BLANKS, I_ALLOW_EMPTY, I_BOS, I_UNK_START,
  I_UNK_END_TOK, I_N_WTOK, I_N_CTOK, I_U_BLANK_START, I_U_SPACE, I_U_BLANK_END, I_U_EMPTY,
@@ -105,7 +108,7 @@ UNK_TOKEN = -1   # word-table token of the LM's <unk> (lm.UNK_ID)
 
 Network = namedtuple("Network", [
     "unit_kind", "unit_state0", "unit_la", "first_child", "n_children", "word_start", "word_ids",
-    "net_emit", "net_self", "net_next", "net_unit", "net_last", "unk_units", "unk_tok", "sym_first"])
+    "net_emit", "net_self", "net_next", "net_unit", "net_last", "unk_units", "unk_tok", "sym_first", "unit_glue"])
 Tokens = namedtuple("Tokens", ["net", "lm", "aux", "score", "bp", "start"])
 # next-frame tokens: one row per slot (one cache line per insertion), columns H_*;
 # ``score`` is a float64 view of the same memory, read at column H_SCORE
@@ -255,14 +258,17 @@ def _eos_lookup(eos, ip, miss, cnt, state):
 
 
 @numba.njit(**_KERNEL)
-def _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, score, lm, bp, cutoff, best, ubeam):
+def _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, score, lm, bp, cutoff, best, ubeam, glue):
     """Start a word at frame ``t``: every child of the root (and the first letter of an
-    out-of-lexicon word, kept within ``ubeam`` of the best). Returns (best, ok)."""
+    out-of-lexicon word, kept within ``ubeam`` of the best); ``glue`` is added to the
+    words that start with a glue symbol (the previous word touches them). Returns (best, ok)."""
     score += fp[F_WORD_PENALTY]    # paid when a word starts, so that finished words compete fairly
     root_first = net.first_child[0]
     for c in range(root_first, root_first + net.n_children[0]):
         s = net.unit_state0[c]
         v = score + net.unit_la[c] + loglik[t, net.net_emit[s]]
+        if net.unit_glue[c]:
+            v += glue
         if v > cutoff and v > NEG_INF:
             if not _push(h, cnt, s, lm, ZERO, v, bp, t):
                 return best, False
@@ -275,6 +281,8 @@ def _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, score, lm, bp, cutoff
             s = net.unit_state0[u]
             ucut = max(cutoff, best - ubeam)
             v0 = score + fp[F_UNK_PENALTY] + loglik[t, net.net_emit[s]]
+            if net.unit_glue[u]:
+                v0 += glue
             if not (v0 > ucut):
                 continue
             lp, q, found = _char_lookup(ct, ip, miss, cnt, ip[I_UNK_START], net.unk_tok[j])
@@ -290,8 +298,11 @@ def _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, score, lm, bp, cutoff
 
 
 @numba.njit(**_KERNEL)
-def _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, lm, bp, cutoff, best, ubeam):
-    """Successors of a word end of score ``y`` (LM state ``lm``, record ``bp``) into frame ``t``."""
+def _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, lm, bp, cutoff, best, ubeam, u):
+    """Successors of a word end of score ``y`` (LM state ``lm``, record ``bp``, last unit ``u``)
+    into frame ``t``."""
+    # a next word that touches this one without a space pays the glue penalty at letters/digits
+    glue = fp[F_GLUE_PENALTY] if ip[I_WORD_GAPS] != 0 and net.unit_glue[u] else 0.0
     if ip[I_WORD_GAPS] != 0 and ip[I_U_SPACE] >= 0:
         s = net.unit_state0[ip[I_U_SPACE]]
         v = y + fp[F_SPACE_ENTER] + loglik[t, net.net_emit[s]]
@@ -300,9 +311,9 @@ def _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, lm, bp, cutoff, bes
                 return best, False
             best = max(best, v)
         best, ok = _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, y + fp[F_SPACE_SKIP], lm, bp,
-                                cutoff, best, ubeam)
+                                cutoff, best, ubeam, glue)
     else:
-        best, ok = _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, y, lm, bp, cutoff, best, ubeam)
+        best, ok = _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, y, lm, bp, cutoff, best, ubeam, glue)
     if not ok:
         return best, False
     if ip[I_LINE_BLANKS] != 0 and ip[I_U_BLANK_END] >= 0:
@@ -549,7 +560,7 @@ def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best
             r = _new_record(rec, cnt, bp, np.int64(R_WORD), w, ev.start[e], t - 1, y, lp, ns)
             if r < 0:
                 return S_GROW_RECORDS, best
-            best, ok = _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, ns, r, cutoff, best, ubeam)
+            best, ok = _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, ns, r, cutoff, best, ubeam, u)
             if not ok:
                 return S_GROW_TOKENS, best
             cutoff = best - beam
@@ -580,7 +591,7 @@ def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best
             r = _new_record(rec, cnt, c, np.int64(R_UNK_WORD), np.int64(UNK_TOKEN), MINUS1, t - 1, y, lp, ns)
             if r < 0:
                 return S_GROW_RECORDS, best
-            best, ok = _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, ns, r, cutoff, best, ubeam)
+            best, ok = _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, ns, r, cutoff, best, ubeam, u)
             if not ok:
                 return S_GROW_TOKENS, best
             cutoff = best - beam
@@ -622,7 +633,7 @@ def _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_bound,
                 best = max(best, v)
             start = fp[F_BLANK_SKIP]
         best, ok = _enter_words(0, loglik, net, fp, ip, h, cnt, ct, miss, start, ip[I_BOS], MINUS1, NEG_INF, best,
-                                ubeam)
+                                ubeam, 0.0)
         if not ok:
             return S_GROW_TOKENS, best
         if ip[I_ALLOW_EMPTY] != 0 and ip[I_U_EMPTY] >= 0:
@@ -696,7 +707,7 @@ def _expand_frame(t, loglik, net, fp, ip, cur, h, cnt, ev, ct, miss, succ_bound,
                 if not _add_event(ev, cnt, EV_WORD, x, lm, aux, bp, st, u, net.word_ids[k]):
                     return S_GROW_TOKENS, best
         elif kind == K_SPACE or kind == K_BLANK_START:
-            best, ok = _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, x, lm, bp, cutoff, best, ubeam)
+            best, ok = _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, x, lm, bp, cutoff, best, ubeam, 0.0)
             if not ok:
                 return S_GROW_TOKENS, best
             cutoff = best - beam
@@ -736,7 +747,7 @@ def search_kernel(loglik, t0, net, fp, ip, cur, h, rec, ev, wt, ct, eos, miss, f
         for k in range(net.sym_first.shape[0]):
             succ_emit_max = max(succ_emit_max, loglik[t, net.sym_first[k]])
         # a successor of a model exit adds terms <= 0, an entry emission and perhaps a bonus
-        succ_bound = succ_emit_max + max(fp[F_WORD_PENALTY], 0.0)
+        succ_bound = succ_emit_max + max(fp[F_WORD_PENALTY], 0.0) + max(fp[F_GLUE_PENALTY], 0.0)
         if ip[I_HAS_UNK] != 0:
             succ_bound += max(fp[F_UNK_PENALTY], 0.0)
         if cnt[C_PHASE] == 0:
@@ -784,14 +795,15 @@ UNIT_NAMES = ("blank_start", "space", "blank_end", "empty")
 
 
 def build_network(topology, transitions, tree, word_gaps=True, line_blanks=True, allow_empty=True,
-                  unk_symbols=(), lookahead=None):
+                  unk_symbols=(), lookahead=None, glue_symbols=()):
     """Flat arrays of the search network of ``tree`` (see the module docstring).
 
     ``word_gaps``: optional space model between words; ``line_blanks``: optional blank at
     the line ends; ``allow_empty``: a line may be blank only; ``unk_symbols``: symbol ids
     that out-of-lexicon words may use (empty: strict lexicon); ``lookahead`` (tree nodes,)
-    the LM look-ahead score of each tree node (see :func:`unigram_lookahead`; None: none).
-    The optional units need
+    the LM look-ahead score of each tree node (see :func:`unigram_lookahead`; None: none);
+    ``glue_symbols``: symbol ids (letters, digits) where two words that touch without a
+    space pay the search's ``glue_penalty``. The optional units need
     the topology's space model and are left out without it.
     Returns ``(Network, {unit name: unit id or -1})``.
     """
@@ -847,6 +859,8 @@ def build_network(topology, transitions, tree, word_gaps=True, line_blanks=True,
         unk_units=unk_units,
         unk_tok=unk_symbols.copy(),
         sym_first=topology.state_offset.astype(np.int64),
+        unit_glue=np.isin(unit_sym, np.asarray(list(glue_symbols), dtype=np.int64))
+        & ((unit_kind == K_TREE) | (unit_kind == K_UNK)),
     )
     return net, unit_ids
 
@@ -931,7 +945,7 @@ class TokenSearch:
 
     def __init__(self, network, unit_ids, *, lm_weight, word_penalty, beam, max_active,
                  space_prob, blank_prob, word_scorer=None, n_words=0, char_scorer=None,
-                 n_chars=0, unk_penalty=0.0, unk_beam=math.inf, unk_max_active=1 << 62, unk_start_state=0,
+                 n_chars=0, unk_penalty=0.0, glue_penalty=0.0, unk_beam=math.inf, unk_max_active=1 << 62, unk_start_state=0,
                  unk_end_token=0,
                  word_gaps=True, line_blanks=True, allow_empty=True):
         self.net = network
@@ -950,6 +964,7 @@ class TokenSearch:
         fp[F_BLANK_SKIP] = math.log1p(-blank_prob)
         fp[F_UNK_PENALTY] = unk_penalty
         fp[F_UNK_BEAM] = unk_beam
+        fp[F_GLUE_PENALTY] = glue_penalty
         ip = np.zeros(N_IPARAMS, dtype=np.int64)
         ip[I_MAX_ACTIVE] = max_active
         ip[I_HAS_LM] = word_scorer is not None

@@ -262,6 +262,79 @@ def test_a_planted_line_is_read_with_default_pruning(model, lm_files):
     json.dumps(hyp.to_dict())
 
 
+def brute_force_glued(model, loglik, lm_weight, word_penalty, glue_penalty, scorer):
+    """{text: best score} like :func:`brute_force`, every join either spaced (the space
+    model forced) or glued (no space: the two words' models in a row, + glue_penalty)."""
+    import copy
+
+    forced = copy.copy(model.transitions)
+    forced.space_prob = 1.0     # the space between words is no longer optional
+    log_space = math.log(model.transitions.space_prob)
+    items = [(w, i) for i, w in enumerate(LEXICON)]
+    best = {}
+    for n in range(4):
+        for seq in itertools.product(items, repeat=n):
+            if sum(len(w) for w, _ in seq) > 3:
+                continue
+            lm = lm_weight * scorer.sequence_score([i for _, i in seq]) + word_penalty * n
+            for glued in itertools.product((False, True), repeat=max(n - 1, 0)):
+                text = seq[0][0] if n else ""
+                for (w, _), g in zip(seq[1:], glued):
+                    text += ("" if g else " ") + w
+                graph = build_line_graph(model.topology, forced, model.alphabet.encode(text))
+                score = (viterbi(loglik, graph)[0] + log_space * glued.count(False)
+                         + glue_penalty * sum(glued) + lm)
+                key = " ".join(w for w, _ in seq)
+                if score > best.get(key, -np.inf):
+                    best[key] = score
+    return best
+
+
+@pytest.mark.parametrize("glue_penalty", [-0.8, -3.0])
+def test_glue_penalty_decoder_finds_the_brute_force_best(model, lm_files, glue_penalty):
+    scorer = LmScorer(load_lm(lm_files[0]), LEXICON)
+    recognizer = Recognizer(model, lexicon=LEXICON, lm=lm_files[0], lm_weight=1.0, word_penalty=0.4,
+                            glue_penalty=glue_penalty, nbest=5, **EXHAUSTIVE)
+    found = 0
+    for loglik in random_lines(model, 8, seed=9):
+        exact = brute_force_glued(model, loglik, 1.0, 0.4, glue_penalty, scorer)
+        best_text = max(exact, key=exact.get)
+        hyp = recognizer.decode_loglik(loglik)
+        if not np.isfinite(exact[best_text]):
+            continue
+        found += 1
+        assert hyp.text == best_text
+        assert hyp.score == pytest.approx(exact[best_text], abs=1e-9)
+        words = hyp.words
+        n_glued = sum(1 for a, b in zip(words, words[1:]) if b.first_frame == a.last_frame + 1)
+        assert hyp.score == pytest.approx(hyp.optical_score + hyp.lm_score + 0.4 * len(words)
+                                          + glue_penalty * n_glued)
+        check_nbest(hyp, exact)
+    assert found >= 6
+
+
+def test_glue_penalty_stops_one_letter_words_glued_together(model, lm_files):
+    """Single letters in the lexicon and a word bonus: without the glue penalty the line is
+    read as one-letter words with no space between them; with it, as the planted words."""
+    loglik = planted(model, " cab ba ")
+    kw = dict(lexicon=LEXICON, lm=lm_files[0], lm_weight=1.0, word_penalty=2.0)
+    tiled = Recognizer(model, **kw).decode_loglik(loglik)
+    assert tiled.text == "cab b a"
+    assert tiled.words[2].first_frame == tiled.words[1].last_frame + 1    # "b" and "a" glued
+    hyp = Recognizer(model, glue_penalty=-5.0, **kw).decode_loglik(loglik)
+    assert hyp.text == "cab ba"
+    # punctuation joins stay free: a glued "," costs nothing
+    comma = Alphabet([" ", "a", "b", ","])
+    topology = HmmTopology(comma.symbols, 2)
+    punct_model = HwrModel(comma, FrontEnd(), Normalizer(), topology, model.transitions.__class__(
+        topology, self_prob=0.6, space_prob=0.4, blank_prob=0.3), model.emission)
+    line = planted(punct_model, " ab, ba ")
+    for glue in (0.0, -50.0):
+        out = Recognizer(punct_model, lexicon=["ab", "ba", ","], glue_penalty=glue).decode_loglik(line)
+        assert out.text == "ab , ba"
+        assert out.words[1].first_frame == out.words[0].last_frame + 1   # no space before the comma
+
+
 def test_strict_lexicon_by_default_and_unknown_words_when_allowed(model, lm_files):
     lexicon = [w for w in LEXICON if w != "c"]
     loglik = planted(model, "cc")   # cannot be spelled with lexicon words

@@ -187,3 +187,57 @@ def test_missing_default_model_is_one_line(tmp_path, monkeypatch, capsys):
 def test_missing_model_dir_is_one_line(tmp_path, capsys):
     code, out, err = run(capsys, "demo", "--model", tmp_path / "nope", "--limit", 1)
     assert code == 1 and err.count("\n") == 1 and "not a directory" in err
+
+
+def test_unset_weights_take_the_calibrated_values_of_the_model_kind(tiny_model, tmp_path):
+    """A GMM model and an MLP model without decoder.json get the weights of their own kind."""
+    from hybrid_hwr.model import load_model
+
+    words = sorted({tok for line in read_split(sample_dir() / "test.tsv") for tok in tokenize(line.text, "fr")})
+    (tmp_path / "words.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    write_uniform_arpa(tmp_path / "words.arpa", words)
+    gmm = load_model(tiny_model)
+    with_lm = DecoderSettings(lexicon=tmp_path / "words.txt", lm=tmp_path / "words.arpa")
+    lexicon_only = DecoderSettings(lexicon=tmp_path / "words.txt")
+    assert with_lm.mode == "lexicon + LM" and lexicon_only.mode == "lexicon"
+    for settings, mode in ((with_lm, "lexicon + LM"), (lexicon_only, "lexicon")):
+        recognizer = settings.recognizer(gmm)
+        expected = demo.CALIBRATED[("gmm", mode)]
+        assert recognizer.word_penalty == expected["word_penalty"]
+        assert recognizer.glue_penalty == expected["glue_penalty"]
+        if mode == "lexicon + LM":
+            assert recognizer.lm_weight == expected["lm_weight"]
+    mlp = settings_mlp = with_lm.calibrated("mlp")
+    assert (mlp.lm_weight, mlp.word_penalty) == (demo.CALIBRATED[("mlp", "lexicon + LM")]["lm_weight"],
+                                                demo.CALIBRATED[("mlp", "lexicon + LM")]["word_penalty"])
+    # a value that is given is kept, and the settings line says which values are defaults
+    given = DecoderSettings(lexicon=tmp_path / "words.txt", lm=tmp_path / "words.arpa", lm_weight=3.0)
+    assert given.calibrated("gmm").lm_weight == 3.0
+    line = given.describe("gmm")
+    assert "(weight 3)" in line and "word penalty -40 (default)" in line
+    assert settings_mlp.describe() == settings_mlp.describe("mlp")   # nothing left to fill in
+
+
+def test_default_model_without_decoder_json_gives_sensible_lm_decoding(tmp_path, capsys):
+    """The shipped MLP model copied without decoder.json, decoded with the French lexicon and
+    LM on default settings: far from the inserted-one-letter-word output of weight 1 / penalty 0,
+    and better than its own character loop."""
+    source = demo.default_model_dir()
+    model_dir = tmp_path / "no_settings"
+    model_dir.mkdir()
+    for name in ("model.json", json.loads((source / "model.json").read_text())["arrays_file"]):
+        shutil.copy(source / name, model_dir / name)
+    from hybrid_hwr.resources import path
+
+    lines = read_split(sample_dir() / "test.tsv", limit=12)
+    refs = {line.id: line.text for line in lines}
+    common = ["decode", "--model", model_dir, "--limit", 12, "--jobs", 1, sample_dir() / "test.tsv"]
+    code, out_lm, err = run(capsys, *common, "--lexicon", path("fr-50k.txt"), "--lm", path("fr-3gram.arpa.gz"),
+                            "--lang", "fr")
+    assert code == 0, err
+    assert "(weight 6 (default)), word penalty -10 (default)" in err
+    code, out_loop, err = run(capsys, *common)
+    assert code == 0, err
+    with_lm = score_corpus(refs, dict(l.split("\t", 1) for l in out_lm.splitlines()), lang="fr")
+    loop = score_corpus(refs, dict(l.split("\t", 1) for l in out_loop.splitlines()), lang="fr")
+    assert with_lm.wer < 0.8 and with_lm.wer < loop.wer and with_lm.cer < loop.cer
