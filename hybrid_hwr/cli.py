@@ -328,6 +328,15 @@ def _add_train(subparsers) -> None:
     mlp.add_argument("--prior-scale", type=non_negative_float, default=1.0,
                      help="kappa in log p(s|x) - kappa log p(s) stored with the network (decode and emissions "
                      "can override it)")
+    mlp.add_argument("--dropout", type=non_negative_float, default=0.0, metavar="P",
+                     help="share of hidden units dropped in each training batch, in [0, 1) (default 0)")
+    mlp.add_argument("--input-noise", type=non_negative_float, default=0.0, metavar="SIGMA",
+                     help="standard deviation of Gaussian noise on the normalised inputs while training (default 0)")
+    mlp.add_argument("--weight-decay", type=non_negative_float, default=0.0, metavar="L2",
+                     help="L2 penalty L2/2 sum ||W||^2 on the weight matrices (default 0)")
+    mlp.add_argument("--epoch-frames", type=positive_int, metavar="N",
+                     help="each epoch trains on a fresh random sample of N training frames (default: all), so "
+                     "validation, checkpoints and --max-minutes act every N frames")
     mlp.add_argument("--mlp-input", choices=("handcrafted", "pixels"), help="MLP input (default: the initial model's features)")
     mlp.add_argument("--realign", action="store_true", help="realign with the hybrid model and train once more")
     mlp.add_argument("--seed", type=int, default=0, help="seed of the MLP initialisation and shuffling")
@@ -340,13 +349,19 @@ def _add_train(subparsers) -> None:
     p.set_defaults(run=_run_train)
 
 
+def _read_splits(args: argparse.Namespace):
+    """(training lines, validation lines or None) of train's arguments."""
+    train = read_inputs(args.train, images=args.images, limit=args.limit)
+    valid = read_inputs(args.valid, images=args.images, limit=args.limit) if args.valid else None
+    return train, valid
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from .model import MODEL_FILE, load_model
     from .train import TrainConfig, train_gmm_hmm
 
-    train = read_inputs(args.train, images=args.images, limit=args.limit)
-    valid = read_inputs(args.valid, images=args.images, limit=args.limit) if args.valid else None
     if args.emission == "mlp":
+        from .mlp import MlpEmission
         from .train import train_mlp_hmm
 
         if not args.init_model:
@@ -357,11 +372,16 @@ def _run_train(args: argparse.Namespace) -> int:
             raise HwrError(f"--hidden: expected sizes like 1024 or 512,512,512, got {args.hidden!r}") from None
         params = {"hidden_layers": hidden, "context": args.context, "max_epochs": args.epochs,
                   "prior_scale": args.prior_scale, "seed": args.seed, "threads": args.threads,
-                  "max_seconds": args.max_minutes * 60 if args.max_minutes else None}
+                  "max_seconds": args.max_minutes * 60 if args.max_minutes else None,
+                  "dropout": args.dropout, "input_noise": args.input_noise, "weight_decay": args.weight_decay,
+                  "epoch_frames": args.epoch_frames}
+        MlpEmission(**params).check_params()  # bad settings are refused before the lines are read
+        train, valid = _read_splits(args)
         train_mlp_hmm(train, args.init_model, args.output, valid_lines=valid, mlp_params=params,
                       input_kind=args.mlp_input, realign=args.realign, jobs=args.jobs, log=print)
         print(f"model written to {args.output}")
         return 0
+    train, valid = _read_splits(args)
     frontend = _make_frontend(args)
     counts = None
     resuming = args.resume and (Path(args.output) / MODEL_FILE).is_file()  # as train_gmm_hmm decides

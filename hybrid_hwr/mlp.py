@@ -20,7 +20,10 @@ decoding unchanged (``emission_type``, ``n_states``, ``log_likelihoods(X, states
 
 Training is mini-batch SGD with momentum, or Adam, on float32 with BLAS matrix
 products, an optional L2 weight decay, and He (ReLU) or Glorot (sigmoid/tanh)
-initialisation from a seeded generator, so that a seed gives the same weights. After
+initialisation from a seeded generator, so that a seed gives the same weights.
+Regularisation: inverted dropout on the hidden layers and Gaussian noise on the
+normalised inputs, both drawn from the training generator (a seed gives the same run),
+and neither used at inference. After
 every epoch the frame error rate (FER) on the validation frames decides: the best
 epoch's weights are kept, the learning rate is halved when the FER did not improve by
 ``min_improvement`` (newbob), and training stops after ``patience`` such epochs (or
@@ -94,13 +97,21 @@ def _activation_grad(delta, h, activation):
     return delta
 
 
-def forward(weights, biases, X, activation):
-    """Hidden outputs [X, h_1, ..., h_L] and the output logits of a batch X (B, inputs)."""
+def forward(weights, biases, X, activation, masks=None):
+    """Hidden outputs [X, h_1, ..., h_L] and the output logits of a batch X (B, inputs).
+
+    ``masks`` (training only): one (B, units) array per hidden layer, 0 for a dropped unit
+    and 1/(1-p) for a kept one (inverted dropout: inference needs no rescaling); the
+    outputs are then the masked ones.
+    """
     outputs = [X]
-    for W, b in zip(weights[:-1], biases[:-1]):
+    for layer, (W, b) in enumerate(zip(weights[:-1], biases[:-1])):
         z = outputs[-1] @ W
         z += b
-        outputs.append(_activate(z, activation))
+        h = _activate(z, activation)
+        if masks is not None:
+            h *= masks[layer]
+        outputs.append(h)
     logits = outputs[-1] @ weights[-1]
     logits += biases[-1]
     return outputs, logits
@@ -114,13 +125,14 @@ def log_softmax(logits):
     return shifted
 
 
-def backward(weights, biases, X, targets, activation, weight_decay=0.0):
+def backward(weights, biases, X, targets, activation, weight_decay=0.0, masks=None):
     """Loss and gradients of one batch: mean_t -log p(targets_t | X_t) + weight_decay/2 sum ||W||^2.
 
-    Returns (loss, n_errors, grad_weights, grad_biases) in the dtype of the parameters
-    (float32 in training; the gradient check runs it in float64).
+    ``masks``: dropout masks of the hidden layers, as in :func:`forward` (the gradients
+    are those of the masked network). Returns (loss, n_errors, grad_weights, grad_biases)
+    in the dtype of the parameters (float32 in training; the gradient check runs it in float64).
     """
-    outputs, logits = forward(weights, biases, X, activation)
+    outputs, logits = forward(weights, biases, X, activation, masks)
     B = X.shape[0]
     rows = np.arange(B)
     n_errors = int(np.count_nonzero(logits.argmax(axis=1) != targets))
@@ -145,7 +157,13 @@ def backward(weights, biases, X, targets, activation, weight_decay=0.0):
             grad_w[layer] += weight_decay * weights[layer]
             loss += 0.5 * weight_decay * float(np.square(weights[layer], dtype=np.float64).sum())
         if layer > 0:  # no gradient needed for the inputs
-            delta = _activation_grad(delta @ weights[layer].T, h, activation)
+            delta = delta @ weights[layer].T
+            if masks is not None:
+                mask = masks[layer - 1]
+                delta *= mask
+                if activation != "relu":  # f' needs f(z) itself: undo the kept units' scaling
+                    h = np.divide(h, mask, out=np.zeros_like(h), where=mask != 0)
+            delta = _activation_grad(delta, h, activation)
     return loss, n_errors, grad_w, grad_b
 
 
@@ -299,7 +317,14 @@ class MlpEmission:
     threads: BLAS threads during ``fit`` (None: the BLAS default). 1 by default: on a machine
         whose other core is busy, two OpenBLAS threads wait for each other and run ~5x
         slower than one; with both cores free, 2 is ~1.7x faster than 1
-    seed: seeds initialisation, shuffling and the held-out split
+    dropout: share p of hidden units dropped in every training batch (inverted dropout:
+        kept units are scaled by 1/(1-p), so inference uses the network as it is)
+    input_noise: standard deviation of Gaussian noise added to the normalised inputs of
+        every training batch (0: none)
+    epoch_frames: train each epoch on a fresh random sample of this many training frames
+        (None: all of them), so validation, newbob, checkpoints and the time budget act
+        every ``epoch_frames`` frames on large data
+    seed: seeds initialisation, shuffling, dropout masks, input noise and the held-out split
 
     Fitted attributes: ``weights_``/``biases_`` (float32, input layer first), ``log_priors_`` (S,),
     ``input_mean_``/``input_scale_`` (D,), ``history_`` (one dict per epoch), ``best_epoch_``.
@@ -311,7 +336,7 @@ class MlpEmission:
                  learning_rate=1e-3, momentum=0.9, weight_decay=0.0, batch_size=256, max_epochs=30,
                  patience=3, min_improvement=0.002, lr_decay=0.5, max_seconds=None, prior_scale=1.0,
                  prior_floor=1e-5, normalize_inputs=True, input_clip=30.0, validation_fraction=0.1,
-                 warm_start=False, threads=1, seed=0):
+                 warm_start=False, threads=1, dropout=0.0, input_noise=0.0, epoch_frames=None, seed=0):
         self.hidden_layers = hidden_layers
         self.context = context
         self.activation = activation
@@ -332,12 +357,15 @@ class MlpEmission:
         self.validation_fraction = validation_fraction
         self.warm_start = warm_start
         self.threads = threads
+        self.dropout = dropout
+        self.input_noise = input_noise
+        self.epoch_frames = epoch_frames
         self.seed = seed
 
     _PARAMS = ("hidden_layers", "context", "activation", "solver", "learning_rate", "momentum", "weight_decay",
                "batch_size", "max_epochs", "patience", "min_improvement", "lr_decay", "max_seconds",
                "prior_scale", "prior_floor", "normalize_inputs", "input_clip", "validation_fraction",
-               "warm_start", "threads", "seed")
+               "warm_start", "threads", "dropout", "input_noise", "epoch_frames", "seed")
 
     def get_params(self) -> dict:
         params = {name: getattr(self, name) for name in self._PARAMS}
@@ -345,7 +373,8 @@ class MlpEmission:
         params["hidden_layers"] = [int(n) for n in params["hidden_layers"]]
         return params
 
-    def _check_params(self):
+    def check_params(self) -> list[int]:
+        """The hidden layer sizes; a one-line HwrError on any bad setting (call before costly work)."""
         def bad(msg):
             raise HwrError(f"MLP: {msg}")
 
@@ -365,10 +394,15 @@ class MlpEmission:
             value = getattr(self, name)
             if not (isinstance(value, (int, float, np.number)) and math.isfinite(value) and value > 0):
                 bad(f"{name} must be a positive number, got {value!r}")
-        for name in ("momentum", "weight_decay", "min_improvement", "prior_scale", "patience"):
+        for name in ("momentum", "weight_decay", "min_improvement", "prior_scale", "patience", "input_noise"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float, np.number)) and math.isfinite(value) and value >= 0):
                 bad(f"{name} must be a non-negative number, got {value!r}")
+        if not (isinstance(self.dropout, (int, float, np.number)) and 0 <= self.dropout < 1):
+            bad(f"dropout must lie in [0, 1), got {self.dropout!r}")
+        if self.epoch_frames is not None and not (isinstance(self.epoch_frames, (int, np.integer))
+                                                  and not isinstance(self.epoch_frames, bool) and self.epoch_frames >= 1):
+            bad(f"epoch_frames must be a positive integer or None, got {self.epoch_frames!r}")
         if not 0 < self.lr_decay <= 1:
             bad(f"lr_decay must lie in (0, 1], got {self.lr_decay!r}")
         if not 0 <= self.validation_fraction < 1:
@@ -477,14 +511,14 @@ class MlpEmission:
         ``log`` gets one progress line per epoch; ``on_epoch(self, record)`` runs after each
         epoch with the best weights so far in place (e.g. to save a checkpoint).
         """
-        self._check_params()
+        self.check_params()
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=self.threads, user_api="blas"):
             return self._fit(train_feats, train_targets, valid_feats, valid_targets, n_states, log, on_epoch)
 
     def _fit(self, train_feats, train_targets, valid_feats, valid_targets, n_states, log, on_epoch):
-        hidden = self._check_params()
+        hidden = self.check_params()
         t_start = time.time()
         train_feats = list(train_feats)
         if not train_feats:
@@ -534,16 +568,20 @@ class MlpEmission:
             stalled = 0 if r.get("improved") else stalled + 1
         batch = int(self.batch_size)
         buffer = np.empty((batch, train.n_inputs), dtype=np.float32)
+        dropout, noise = float(self.dropout), float(self.input_noise)
         first_epoch = len(self.history_) + 1
         for epoch in range(first_epoch, int(self.max_epochs) + 1):
             t0 = time.time()
-            order = rng.permutation(train_ids)
+            order = epoch_sample(rng, train_ids, self.epoch_frames)
             loss_sum, errors = 0.0, 0
             for start in range(0, len(order), batch):
                 ids = order[start: start + batch]
                 X = train.batch(ids, out=buffer[: len(ids)])
+                if noise:
+                    X += noise * rng.standard_normal(X.shape, dtype=np.float32)
+                masks = dropout_masks(rng, len(ids), hidden, dropout) if dropout else None
                 loss, n_err, gw, gb = backward(self.weights_, self.biases_, X, y_train[ids], self.activation,
-                                               float(self.weight_decay))
+                                               float(self.weight_decay), masks)
                 optimizer.step(gw + gb, lr)
                 loss_sum += loss * len(ids)
                 errors += n_err
@@ -680,7 +718,7 @@ class MlpEmission:
         if unknown:
             raise HwrError(f"{source}: unknown MLP parameters {sorted(unknown)}")
         model = cls(**params)
-        hidden = model._check_params()
+        hidden = model.check_params()
         if len(sizes) != len(hidden) + 2 or sizes[1:-1] != hidden:
             raise HwrError(f"{source}: layer sizes {sizes} do not match hidden layers {hidden}")
         if n_dims < 1 or sizes[0] != (2 * int(model.context) + 1) * n_dims:
@@ -726,6 +764,25 @@ class MlpEmission:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def dropout_masks(rng, n_rows: int, hidden: Sequence[int], rate: float) -> list[np.ndarray]:
+    """Inverted-dropout masks of one batch: per hidden layer (n_rows, units), 0 with probability
+    ``rate``, else 1/(1-rate) (float32)."""
+    masks = []
+    for units in hidden:
+        mask = (rng.random((n_rows, units), dtype=np.float32) >= rate).astype(np.float32)
+        mask *= np.float32(1.0 / (1.0 - rate))
+        masks.append(mask)
+    return masks
+
+
+def epoch_sample(rng, ids: np.ndarray, n_frames: int | None) -> np.ndarray:
+    """The frame ids of one epoch in training order: all of ``ids`` shuffled, or a fresh random
+    sample of ``n_frames`` of them (without repetition) when there are more."""
+    if n_frames is None or n_frames >= len(ids):
+        return rng.permutation(ids)
+    return rng.choice(ids, size=int(n_frames), replace=False, shuffle=True)
 
 
 def state_log_priors(targets, n_states: int, floor: float = 1e-5) -> np.ndarray:

@@ -412,6 +412,11 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
     """
     from .mlp import MlpEmission
 
+    params = dict(mlp_params or {})
+    try:  # bad settings are refused before any feature extraction or alignment
+        MlpEmission(**params).check_params()
+    except TypeError as exc:
+        raise HwrError(f"MLP: {exc}") from None
     out_dir = Path(out_dir)
     t_start = time.time()
     gmm_model = load_model(init_model) if not isinstance(init_model, HwrModel) else init_model
@@ -448,7 +453,6 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
         if valid is not None:
             valid = LineSet(valid.ids, valid.text_ids, feats[len(train.ids):])
 
-    params = dict(mlp_params or {})
     history = {"init_model": str(init_model) if not isinstance(init_model, HwrModel) else None,
                "input_kind": frontend.features.kind, "rounds": []}
     model = HwrModel(gmm_model.alphabet, frontend, normalizer, gmm_model.topology, gmm_model.transitions,

@@ -1,4 +1,4 @@
-"""MLP emissions: learning planted mappings, backprop against finite differences, priors, storage."""
+"""MLP emissions: learning planted mappings, backprop against finite differences, regularisation, priors, storage."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from hybrid_hwr.errors import HwrError
-from hybrid_hwr.mlp import ContextFrames, MlpEmission, backward, state_log_priors
+from hybrid_hwr.mlp import (ContextFrames, MlpEmission, backward, dropout_masks, epoch_sample, forward, log_softmax,
+                             state_log_priors)
 
 SMALL = dict(hidden_layers=(32,), batch_size=64, learning_rate=3e-3, max_epochs=25, patience=3)
 
@@ -305,3 +306,144 @@ def test_model_directory_holding_an_mlp_loads_and_rejects_corruption(tmp_path):
     (tmp_path / "good" / MODEL_FILE).write_text(json.dumps(description))
     with pytest.raises(HwrError, match="layer sizes"):
         load_model(tmp_path / "good")
+
+
+# --- regularisation ------------------------------------------------------------------------
+
+
+def finite_difference_check(weights, biases, X, y, activation, decay, masks):
+    _, _, grad_w, grad_b = backward(weights, biases, X, y, activation, decay, masks)
+    eps = 1e-6
+    for params, grads in ((weights, grad_w), (biases, grad_b)):
+        for p, g in zip(params, grads):
+            numeric = np.empty_like(p)
+            for index in np.ndindex(p.shape):
+                old = p[index]
+                p[index] = old + eps
+                up = backward(weights, biases, X, y, activation, decay, masks)[0]
+                p[index] = old - eps
+                down = backward(weights, biases, X, y, activation, decay, masks)[0]
+                p[index] = old
+                numeric[index] = (up - down) / (2 * eps)
+            np.testing.assert_allclose(g, numeric, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_backprop_with_fixed_dropout_masks_matches_finite_differences(activation):
+    rng = np.random.default_rng(4)
+    sizes = [7, 6, 5, 4]
+    weights = [rng.normal(size=(a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+    biases = [0.1 * rng.normal(size=b) for b in sizes[1:]]
+    X = rng.normal(size=(9, sizes[0]))
+    y = rng.integers(0, sizes[-1], size=9)
+    masks = [m.astype(np.float64) for m in dropout_masks(rng, 9, sizes[1:-1], 0.4)]
+    assert all((m == 0).any() and (m > 0).any() for m in masks)
+    finite_difference_check(weights, biases, X, y, activation, 0.01, masks)
+    # A dropped unit gets no gradient on its incoming weights from this batch.
+    dropped_everywhere = np.flatnonzero((masks[0] == 0).all(axis=0))
+    if dropped_everywhere.size:
+        _, _, grad_w, _ = backward(weights, biases, X, y, activation, 0.0, masks)
+        assert not grad_w[0][:, dropped_everywhere].any()
+    # Masks change the loss: the masked network is another network.
+    assert backward(weights, biases, X, y, activation, 0.0, masks)[0] != backward(weights, biases, X, y, activation)[0]
+
+
+def test_dropout_masks_drop_the_given_share_and_keep_the_mean():
+    rng = np.random.default_rng(5)
+    masks = dropout_masks(rng, 4000, [50, 20], 0.3)
+    assert [m.shape for m in masks] == [(4000, 50), (4000, 20)] and all(m.dtype == np.float32 for m in masks)
+    for m in masks:
+        assert abs(np.mean(m == 0) - 0.3) < 0.01
+        np.testing.assert_allclose(np.unique(m), [0, 1 / 0.7], rtol=1e-6)
+        assert abs(m.mean() - 1.0) < 0.02  # inverted dropout: expected activation unchanged
+    again = dropout_masks(np.random.default_rng(5), 4000, [50, 20], 0.3)
+    assert all(np.array_equal(a, b) for a, b in zip(masks, again))
+
+
+REGULARISED = {**SMALL, "hidden_layers": (16, 16), "max_epochs": 3, "dropout": 0.3, "input_noise": 0.2,
+               "epoch_frames": 1000}
+
+
+def test_regularised_training_is_deterministic_for_a_seed(planted):
+    (tf, ty), (vf, vy) = planted
+    a = MlpEmission(seed=5, **REGULARISED).fit(tf, ty, vf, vy, n_states=6)
+    b = MlpEmission(seed=5, **REGULARISED).fit(tf, ty, vf, vy, n_states=6)
+    c = MlpEmission(seed=6, **REGULARISED).fit(tf, ty, vf, vy, n_states=6)
+    for key, value in a.to_arrays().items():
+        np.testing.assert_array_equal(value, b.to_arrays()[key])
+    assert [r["train_loss"] for r in a.history_] == [r["train_loss"] for r in b.history_]
+    assert not np.array_equal(a.weights_[0], c.weights_[0])
+    # Dropout and noise do change training (same seed, same initialisation otherwise).
+    plain = MlpEmission(seed=5, **{**REGULARISED, "dropout": 0.0, "input_noise": 0.0}).fit(tf, ty, vf, vy, n_states=6)
+    assert not np.array_equal(a.weights_[0], plain.weights_[0])
+
+
+def test_dropout_and_noise_are_not_used_at_inference(planted):
+    (tf, ty), (vf, vy) = planted
+    model = MlpEmission(context=0, **{**REGULARISED, "max_epochs": 10, "epoch_frames": None}).fit(
+        tf, ty, vf, vy, n_states=6)
+    assert model.frame_error_rate(vf, vy) < 0.05  # still learns the mapping
+    X = vf[0]
+    scores = model.predict_log_proba(X)
+    np.testing.assert_array_equal(scores, model.predict_log_proba(X))  # no random masks
+    inputs = np.clip((X - model.input_mean_) * model.input_scale_, -model.input_clip, model.input_clip)
+    expected = log_softmax(forward(model.weights_, model.biases_, inputs, model.activation)[1].astype(np.float64))
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)  # the plain, unscaled network
+
+
+def test_weight_decay_shrinks_the_weights(planted):
+    (tf, ty), (vf, vy) = planted
+    params = {**SMALL, "max_epochs": 4, "patience": 0}
+    norms = []
+    for decay in (0.0, 0.05):
+        model = MlpEmission(context=1, weight_decay=decay, **params).fit(tf, ty, vf, vy, n_states=6)
+        norms.append([float(np.square(W).sum()) for W in model.weights_])
+    assert all(decayed < 0.8 * free for free, decayed in zip(*norms)), norms
+
+
+def test_the_best_validation_epoch_is_the_one_kept_and_checkpointed(planted):
+    """Validation targets unrelated to the inputs make the FER wander: the last epoch is not the best."""
+    (tf, ty), (vf, _) = planted
+    noisy = [np.random.default_rng(i).integers(0, 6, size=len(f)) for i, f in enumerate(vf)]
+    seen = {}
+    model = MlpEmission(context=0, **{**SMALL, "max_epochs": 8, "patience": 0, "learning_rate": 1e-2})
+    model.fit(tf, ty, vf, noisy, n_states=6,
+              on_epoch=lambda m, r: seen.update({r["epoch"]: [W.copy() for W in m.weights_]}))
+    history = model.history_
+    best = model.best_epoch_
+    assert len(history) == 8 and best < 8
+    assert history[best - 1]["best"] and history[best - 1]["valid_fer"] == min(r["valid_fer"] for r in history)
+    assert not history[-1]["best"] and history[-1]["valid_fer"] >= history[best - 1]["valid_fer"]
+    assert model.frame_error_rate(vf, noisy) == pytest.approx(history[best - 1]["valid_fer"])
+    for W, saved in zip(model.weights_, seen[best]):  # what the checkpoint of the best epoch held
+        np.testing.assert_array_equal(W, saved)
+    for W, saved in zip(model.weights_, seen[8]):  # later checkpoints keep the best weights too
+        np.testing.assert_array_equal(W, saved)
+
+
+def test_epoch_frames_sample_a_fresh_subset_every_epoch(planted):
+    ids = np.arange(10, 510)
+    first = epoch_sample(np.random.default_rng(3), ids, 120)
+    assert len(first) == 120 and len(np.unique(first)) == 120 and np.isin(first, ids).all()
+    np.testing.assert_array_equal(first, epoch_sample(np.random.default_rng(3), ids, 120))
+    rng = np.random.default_rng(3)
+    samples = [epoch_sample(rng, ids, 120) for _ in range(2)]
+    assert not np.array_equal(np.sort(samples[0]), np.sort(samples[1]))
+    whole = epoch_sample(rng, ids, 10_000)  # more than there are: every frame once
+    np.testing.assert_array_equal(np.sort(whole), ids)
+    (tf, ty), (vf, vy) = planted
+    model = MlpEmission(context=0, **{**SMALL, "max_epochs": 3, "patience": 0, "epoch_frames": 300})
+    model.fit(tf, ty, vf, vy, n_states=6)
+    assert [r["train_frames"] for r in model.history_] == [300, 300, 300]
+
+
+@pytest.mark.parametrize("setting", [{"dropout": 1.0}, {"dropout": -0.1}, {"dropout": float("nan")},
+                                     {"input_noise": -1.0}, {"input_noise": float("inf")},
+                                     {"epoch_frames": 0}, {"epoch_frames": 2.5}, {"weight_decay": -1e-4}])
+def test_bad_regularisation_settings_are_refused_before_training(planted, setting):
+    (tf, ty), _ = planted
+    name = next(iter(setting))
+    with pytest.raises(HwrError) as error:
+        MlpEmission(**setting).fit(tf, ty, n_states=6)
+    message = str(error.value)
+    assert "\n" not in message and name in message
