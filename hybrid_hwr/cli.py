@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .argtypes import any_int, finite_float, non_negative_float, non_negative_int, positive_float, positive_int
 from .batch import line_features, warn
 from .data import Line, read_inputs, read_transcriptions
 from .fileio import atomic_write_text
@@ -35,36 +36,6 @@ PROG = "hybrid-hwr"
 
 # ---------------------------------------------------------------------------------------
 # Helpers shared by subcommands
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
 
 
 def dataset_parent() -> argparse.ArgumentParser:
@@ -178,7 +149,7 @@ def _add_evaluate(subparsers) -> None:
                    help="tokeniser conventions (default en; none: no tokenisation)")
     p.add_argument("--details", metavar="FILE", help="write per-line counts (TSV with a header) to FILE")
     p.add_argument("--resamples", type=positive_int, default=1000, metavar="N", help="bootstrap resamples (1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap random seed (0)")
+    p.add_argument("--seed", type=any_int, default=0, help="bootstrap random seed (0)")
     p.set_defaults(run=_run_evaluate)
 
 
@@ -322,7 +293,7 @@ def _add_train(subparsers) -> None:
     mlp = p.add_argument_group("hybrid MLP (--emission mlp)")
     mlp.add_argument("--hidden", default="1024", metavar="N[,N...]",
                      help="hidden layer sizes, e.g. 1024 (shallow) or 512,512,512 (deep)")
-    mlp.add_argument("--context", type=int, default=4, metavar="K", help="input frames t-K..t+K (default 4)")
+    mlp.add_argument("--context", type=non_negative_int, default=4, metavar="K", help="input frames t-K..t+K (default 4)")
     mlp.add_argument("--epochs", type=positive_int, default=30, help="maximum number of epochs")
     mlp.add_argument("--max-minutes", type=positive_float, help="stop training after this many minutes")
     mlp.add_argument("--prior-scale", type=non_negative_float, default=1.0,
@@ -339,14 +310,15 @@ def _add_train(subparsers) -> None:
                      "validation, checkpoints and --max-minutes act every N frames")
     mlp.add_argument("--mlp-input", choices=("handcrafted", "pixels"), help="MLP input (default: the initial model's features)")
     mlp.add_argument("--realign", action="store_true", help="realign with the hybrid model and train once more")
-    mlp.add_argument("--seed", type=int, default=0, help="seed of the MLP initialisation and shuffling")
+    mlp.add_argument("--seed", type=any_int, default=0, help="seed of the MLP initialisation and shuffling")
     mlp.add_argument("--threads", type=positive_int, default=1, metavar="N",
                      help="BLAS threads while training (default 1: two threads only pay on an otherwise idle machine)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N lines of each split")
     p.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="accumulate over N processes")
     p.add_argument("--resume", action="store_true", help="continue the run saved in MODEL_DIR")
     p.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help="model directory to write")
-    p.set_defaults(run=_run_train)
+    # the MLP options, to refuse them for a GMM rather than ignore them
+    p.set_defaults(run=_run_train, mlp_options=[(a.dest, a.default, a.option_strings[0]) for a in mlp._group_actions])
 
 
 def _read_splits(args: argparse.Namespace):
@@ -360,6 +332,12 @@ def _run_train(args: argparse.Namespace) -> int:
     from .model import MODEL_FILE, load_model
     from .train import TrainConfig, train_gmm_hmm
 
+    frontend_options = [f"--{name}" for name in ("kind", "width", "shift") if getattr(args, name) is not None]
+    if frontend_options and args.init_model:
+        raise HwrError(f"{', '.join(frontend_options)}: the front end is --init-model's; drop these options "
+                       "(--mlp-input pixels trains a hybrid on pixel windows)")
+    if frontend_options and args.states_from:
+        warn(f"{', '.join(frontend_options)} ignored: --states-from gives its model's front end")
     if args.emission == "mlp":
         from .mlp import MlpEmission
         from .train import train_mlp_hmm
@@ -381,6 +359,9 @@ def _run_train(args: argparse.Namespace) -> int:
                       input_kind=args.mlp_input, realign=args.realign, jobs=args.jobs, log=print)
         print(f"model written to {args.output}")
         return 0
+    mlp_only = [option for dest, default, option in args.mlp_options if getattr(args, dest) != default]
+    if mlp_only:
+        raise HwrError(f"{', '.join(mlp_only)}: options of --emission mlp; a GMM-HMM does not use them")
     train, valid = _read_splits(args)
     frontend = _make_frontend(args)
     counts = None
@@ -484,16 +465,16 @@ def _add_decode(subparsers) -> None:
     p.add_argument("--lm", metavar="FILE", help="word n-gram LM (.arpa, .arpa.gz or KenLM binary)")
     p.add_argument("--char-lm", metavar="FILE", help="character n-gram LM: lexicon-free decoding, or with "
                    "--unk-penalty the speller of out-of-lexicon words")
-    p.add_argument("--lm-weight", type=float, help="LM scale (default: calibrated, e.g. 6 for an MLP, 16 for a GMM)")
-    p.add_argument("--word-penalty", type=float,
+    p.add_argument("--lm-weight", type=finite_float, help="LM scale (default: calibrated, e.g. 6 for an MLP, 16 for a GMM)")
+    p.add_argument("--word-penalty", type=finite_float,
                    help="added per word (negative: fewer words; default: calibrated per model type and mode)")
-    p.add_argument("--glue-penalty", type=float,
+    p.add_argument("--glue-penalty", type=finite_float,
                    help="added per pair of words that touch without a space, letters or digits on both sides "
                    "(negative: a cost; punctuation joins are free; default: calibrated)")
-    p.add_argument("--unk-penalty", type=float,
+    p.add_argument("--unk-penalty", type=finite_float,
                    help="allow out-of-lexicon words (spelled by --char-lm), adding this to the score of each "
                    "(negative: a cost; default: strict lexicon)")
-    p.add_argument("--char-penalty", type=float,
+    p.add_argument("--char-penalty", type=finite_float,
                    help="character insertion penalty without lexicon (positive: fewer characters; default 0)")
     p.add_argument("--beam", type=positive_float, help=f"pruning beam (default {DEFAULT_BEAM})")
     p.add_argument("--max-active", type=positive_int,
@@ -535,8 +516,12 @@ def _run_decode(args: argparse.Namespace) -> int:
     if recognizer.lexicon_message:  # lexicon words the model cannot spell are reported, not silently dropped
         warn(recognizer.lexicon_message)
     if args.emissions:
+        if args.inputs:
+            raise HwrError("--emissions decodes the matrices of its file: give no images or split files with it")
+        skipped = lambda line_id, message: warn(f"skipped line {line_id}: {message}")  # noqa: E731
         results = progress(((Line(line_id, "", Path(args.emissions)), hyp)
-                            for line_id, hyp in recognizer.decode_emissions(args.emissions)), desc="decode")
+                            for line_id, hyp in recognizer.decode_emissions(args.emissions, skipped)),
+                           desc="decode")
     else:
         results = map_line_images(input_lines(args), recognizer.decode_image, args.jobs, "decoding", "decode")
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout

@@ -168,9 +168,7 @@ def read_inputs(
             if images is None:
                 raise HwrError(f"{path}: an IAM lines.txt file needs --images ROOT (the folder holding a01/, a02/, ...)")
             lines.extend(read_iam_lines(path, images, limit=limit))
-        elif path.is_dir():
-            raise HwrError(f"{path}: is a directory; give a split file <dir>/<split>.tsv or image files")
-        else:
+        else:   # an image; a bad one (a directory, a missing file) is reported and skipped when read
             lines.append(Line(path.stem, "", path))
         if limit is not None and len(lines) >= limit:
             break

@@ -312,7 +312,7 @@ class Recognizer:
                  nbest: int = 1, char_penalty: float = 0.0, unk_penalty: float | None = None, char_lm=None,
                  unk_beam: float = DEFAULT_UNK_BEAM, unk_max_active: int = DEFAULT_UNK_MAX_ACTIVE,
                  glue_penalty: float = 0.0):
-        from .lm import LmScorer, char_lm_symbols, check_vocabulary
+        from .lm import SPACE_TOKEN, LmScorer, char_lm_symbols, check_vocabulary
 
         self.model = model
         self.lm_weight = float(lm_weight)
@@ -352,6 +352,10 @@ class Recognizer:
         self.lexicon_message: str | None = None
         self.lm_model = _load_lm_arg(lm, "lm")
         self.char_lm_model = _load_lm_arg(char_lm, "char_lm")
+        if self.char_lm_model is not None and SPACE_TOKEN not in self.char_lm_model:
+            # a word LM here would score every character as <unk>: refuse it rather than decode nonsense
+            raise HwrError(f"char_lm {char_lm}: no {SPACE_TOKEN} token, so not a character LM "
+                           "(build one with `hybrid-hwr build-lm --unit char`)")
         char_tokens = char_lm_symbols(symbols)
         if space < 0:
             char_tokens.append("<sp>")
@@ -799,9 +803,10 @@ class Recognizer:
                                                         word.first_frame, word.last_frame)
         return hyp
 
-    def decode_emissions(self, path):
-        """``(line id, Hypothesis)`` for every matrix of an emissions file (:func:`read_emissions`)."""
-        for line_id, loglik in read_emissions(path, self.model.topology.n_emitting):
+    def decode_emissions(self, path, on_bad=None):
+        """``(line id, Hypothesis)`` for every matrix of an emissions file (:func:`read_emissions`;
+        ``on_bad(line id, message)`` gets the arrays that cannot be decoded, which are skipped)."""
+        for line_id, loglik in read_emissions(path, self.model.topology.n_emitting, on_bad):
             yield line_id, self.decode_loglik(loglik)
 
 
@@ -814,7 +819,7 @@ class _Unit:
 
 # ----------------------------------------------------------------------------- external emissions
 
-def read_emissions(path, n_states: int | None = None):
+def read_emissions(path, n_states: int | None = None, on_bad=None):
     """Frame-by-state emission matrices from an ``.npz`` file, in file order.
 
     Format: a NumPy ``.npz`` archive (``np.savez``/``np.savez_compressed``, no pickled
@@ -824,8 +829,9 @@ def read_emissions(path, n_states: int | None = None):
     natural-log emission scores, e.g. a GMM's log-likelihoods or a network's scaled
     log-likelihoods ``log p(s | x) - prior_scale * log p(s)``; NaN counts as impossible.
     A ``(0, S)`` array is a line with no frames (the empty result).
-    Yields ``(line id, float64 array)``; HwrError for a missing or unreadable file or a
-    badly shaped array.
+    Yields ``(line id, float64 array)``; HwrError for a missing or unreadable file, and for
+    an unreadable, badly shaped or complex array unless ``on_bad(line id, message)`` is
+    given: that array is then reported to it and skipped, and the others are still read.
     """
     path = Path(path)
     if not path.is_file():
@@ -839,12 +845,22 @@ def read_emissions(path, n_states: int | None = None):
     with npz:
         for name in npz.files:
             try:
-                x = npz[name]
-            except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-                raise HwrError(f"{path}: array {name!r} is unreadable ({exc})") from None
-            if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
-                raise HwrError(f"{path}: array {name!r} must be a (frames, states) number matrix, got "
-                               f"shape {x.shape} dtype {x.dtype}")
-            if n_states is not None and x.shape[1] != n_states:
-                raise HwrError(f"{path}: array {name!r} has {x.shape[1]} states, the model has {n_states}")
-            yield name, x.astype(np.float64)
+                yield name, _emission_array(npz, name, path, n_states)
+            except HwrError as exc:
+                if on_bad is None:
+                    raise
+                on_bad(name, str(exc))
+
+
+def _emission_array(npz, name: str, path: Path, n_states: int | None) -> np.ndarray:
+    """One checked (frames, states) matrix of an emissions archive, as float64."""
+    try:
+        x = npz[name]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise HwrError(f"{path}: array {name!r} is unreadable ({exc})") from None
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+        raise HwrError(f"{path}: array {name!r} must be a (frames, states) matrix of real numbers, got "
+                       f"shape {x.shape} dtype {x.dtype}")
+    if n_states is not None and x.shape[1] != n_states:
+        raise HwrError(f"{path}: array {name!r} has {x.shape[1]} states, the model has {n_states}")
+    return x.astype(np.float64)

@@ -175,8 +175,9 @@ def build_lm(corpus_paths: Sequence[str | os.PathLike], order: int,
         Kneser-Ney discounts cannot be estimated (tiny corpora); True/False force it.
     binary_path: also write a KenLM trie binary there.
     """
-    if not 1 <= order <= KENLM_MAX_ORDER:
-        raise HwrError(f"LM order must be between 1 and {KENLM_MAX_ORDER}, not {order}")
+    if not 2 <= order <= KENLM_MAX_ORDER:   # KenLM's query code (the decoder's) reads bigrams and up only
+        raise HwrError(f"LM order must be between 2 and {KENLM_MAX_ORDER}, not {order} "
+                       "(KenLM cannot load a unigram model)")
     if prune is not None:
         prune = [int(p) for p in prune]
         if len(prune) > order or any(p < 0 for p in prune) or prune != sorted(prune):

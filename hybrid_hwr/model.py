@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -172,6 +173,8 @@ def load_model(directory: str | os.PathLike) -> HwrModel:
         raise HwrError(f"{where}: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise HwrError(f"{where}: inconsistent model ({type(exc).__name__}: {exc})") from None
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:   # a damaged file whose checksum was recomputed
+        raise HwrError(f"{where}: {arrays_path.name} is corrupt ({exc})") from None
     _check_consistency(model, where)
     return model
 

@@ -243,7 +243,13 @@ def train_gmm_hmm(train_lines: list[Line], out_dir, config: TrainConfig, valid_l
         model = load_model(out_dir)
         saved = model.history.get("config")
         if saved is not None:
-            config = dataclasses.replace(TrainConfig(**saved), jobs=config.jobs)
+            kept = dataclasses.replace(TrainConfig(**saved), jobs=config.jobs)
+            changed = [f"{f.name} {getattr(config, f.name)!r} (saved: {getattr(kept, f.name)!r})"
+                       for f in dataclasses.fields(TrainConfig)
+                       if f.name not in ("jobs", "state_counts") and getattr(config, f.name) != getattr(kept, f.name)]
+            if changed:   # a resumed run is the saved run: other settings would mix two trainings
+                warn(f"--resume continues with the saved settings; ignored: {', '.join(changed)}")
+            config = kept
         log(f"resuming from {out_dir} after iteration {len(model.history.get('iterations', []))}")
     elif init_model is not None:
         model = load_model(init_model) if not isinstance(init_model, HwrModel) else init_model

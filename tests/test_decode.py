@@ -552,3 +552,18 @@ def test_word_confidences_on_the_bundled_lines_are_informative():
     # ranking: a correct word is more confident than a wrong one most of the time
     pairs = c[ok][:, None] - c[~ok][None, :]
     assert np.mean(pairs > 0) + 0.5 * np.mean(pairs == 0) > 0.7
+
+
+def test_one_bad_array_of_an_emissions_file_is_skipped_and_the_others_decoded(model, lm_files, tmp_path):
+    S = model.topology.n_emitting
+    path = tmp_path / "mixed.npz"
+    np.savez(path, good1=planted(model, "cab"), wide=np.zeros((4, S + 1)),
+             cplx=planted(model, "ba").astype(np.complex64), good2=planted(model, "b c"))
+    recognizer = Recognizer(model, lexicon=LEXICON, lm=lm_files[0])
+    bad = []
+    decoded = list(recognizer.decode_emissions(path, on_bad=lambda name, msg: bad.append((name, msg))))
+    assert [(i, h.text) for i, h in decoded] == [("good1", "cab"), ("good2", "b c")]
+    assert [name for name, _ in bad] == ["wide", "cplx"]
+    assert "has %d states" % (S + 1) in bad[0][1] and "real numbers" in bad[1][1]
+    with pytest.raises(HwrError, match="'wide'"):    # without a handler the first bad array stops the file
+        list(recognizer.decode_emissions(path))
