@@ -139,7 +139,8 @@ class DecoderSettings:
 
         if self.prior_scale is not None:
             model = model.with_prior_scale(self.prior_scale)
-        return Recognizer(model, lexicon=self.lexicon, lm=self.lm, lm_weight=self.lm_weight,
+        # a model may bring its own recogniser (CTC outputs: hybrid_hwr.ctc.CtcRecognizer)
+        return getattr(model, "recognizer_class", Recognizer)(model, lexicon=self.lexicon, lm=self.lm, lm_weight=self.lm_weight,
                           word_penalty=self.word_penalty, beam=given(self.beam, DEFAULT_BEAM),
                           max_active=given(self.max_active, DEFAULT_MAX_ACTIVE), nbest=nbest,
                           char_penalty=self.char_penalty, unk_penalty=self.unk_penalty, char_lm=self.char_lm,
