@@ -105,10 +105,11 @@ def to_log_probs(scores: np.ndarray, log_softmax: bool = False) -> np.ndarray:
     x = np.asarray(scores, dtype=np.float64)
     if not np.all(np.isfinite(x) | (x == -np.inf)):
         raise HwrError("NaN or +inf in the network outputs")
-    if log_softmax or len(x) == 0:
-        top = np.max(x, axis=1, keepdims=True) if len(x) else 0.0
-        with np.errstate(invalid="ignore"):
-            return x - top - np.log(np.sum(np.exp(x - top), axis=1, keepdims=True)) if len(x) else x
+    if len(x) == 0:
+        return x
+    if log_softmax:
+        top = np.max(x, axis=1, keepdims=True)
+        return x - top - np.log(np.sum(np.exp(x - top), axis=1, keepdims=True))
     if x.min() >= 0 and x.max() <= 1 + ROW_TOLERANCE and np.all(np.abs(x.sum(axis=1) - 1) <= ROW_TOLERANCE):
         with np.errstate(divide="ignore"):
             return np.log(x)
@@ -202,15 +203,12 @@ def ctc_network_tree(tree, blank: int, root_blank: bool, split_ends: bool, looka
         kids = list(range(fc, fc + int(tree.n_children[node]))) if fc >= 0 else []
         return sorted(kids, key=lambda m: tree.char[m] == tree.char[node])   # the same character last
 
-    queue = []
     kids = children(0)
+    first[0], count[0] = len(char), len(kids) + root_blank
     if root_blank:
         b = unit(blank, 0, 0)
         first[b], count[b] = b + 1, len(kids)
-    first[0], count[0] = len(char), len(kids) + root_blank
-    if root_blank:
-        first[0] = b
-    queue += [(unit(tree.char[m], m, 0), m) for m in kids]
+    queue = [(unit(tree.char[m], m, 0), m) for m in kids]
     for u, node in queue:           # the list grows while iterating: breadth-first
         kids = children(node)
         b = unit(blank, node, 1)

@@ -13,7 +13,8 @@ from hybrid_hwr.ctc import CtcModel, CtcRecognizer, read_alphabet, to_log_probs
 from hybrid_hwr.errors import HwrError
 
 LN10 = math.log(10.0)
-COLUMNS = ["<blank>", "a", "b", "<space>"]
+COLUMNS = ["<blank>", "a", "b", "<space>"]     # an alphabet file's lines
+SYMBOLS = ["<blank>", "a", "b", " "]           # as read_alphabet gives them
 
 
 def ctc_viterbi(logp, labels):
@@ -55,7 +56,7 @@ def random_outputs(n, seed, n_cols=4, max_frames=5):
 
 @pytest.mark.parametrize("char_penalty", [0.0, 0.7, -0.4])
 def test_character_loop_is_the_brute_force_best_label_sequence(char_penalty):
-    rec = CtcRecognizer(CtcModel(read_columns()), char_penalty=char_penalty, beam=1e9)
+    rec = CtcRecognizer(CtcModel(SYMBOLS), char_penalty=char_penalty, beam=1e9)
     for probs in random_outputs(40, seed=1):
         logp = np.log(probs)
         best, best_labels = -np.inf, None
@@ -71,10 +72,6 @@ def test_character_loop_is_the_brute_force_best_label_sequence(char_penalty):
         if char_penalty == 0.0:
             assert hyp.text == greedy(logp, COLUMNS)
             assert hyp.score == pytest.approx(logp.max(1).sum())
-
-
-def read_columns(tmp=None):
-    return ["<blank>", "a", "b", " "]
 
 
 def test_alphabet_file_space_and_blank(tmp_path):
@@ -199,7 +196,7 @@ def test_lexicon_mode_is_the_brute_force_best_word_sequence():
 
 
 def test_nbest_entries_are_distinct_and_sorted():
-    rec = CtcRecognizer(CtcModel(read_columns()), nbest=5)
+    rec = CtcRecognizer(CtcModel(SYMBOLS), nbest=5)
     hyp = rec.decode_loglik(random_outputs(1, seed=4, max_frames=8)[0])
     texts = [a.text for a in hyp.nbest]
     assert len(texts) == len(set(texts)) > 1
