@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import tempfile
@@ -232,8 +233,6 @@ def _add_features(subparsers) -> None:
 
 
 def _make_frontend(args: argparse.Namespace):
-    import dataclasses
-
     from .features import FrontEnd
 
     frontend = FrontEnd()
@@ -492,8 +491,15 @@ def _add_decode(subparsers) -> None:
     p.add_argument("--nbest", type=positive_int, default=1, help="n-best list length (written with --details)")
     p.add_argument("--lang", choices=("en", "fr"),
                    help="tokeniser conventions for joining lexicon words into text (default en)")
-    p.add_argument("--emissions", metavar="FILE.npz",
-                   help="decode these frame x state log-likelihood matrices (one per line id) instead of images")
+    p.add_argument("--emissions", metavar="FILE.npz|DIR",
+                   help="decode these frame x state log-likelihood matrices (one per line id, in an .npz or as "
+                   "DIR/<id>.npy) instead of images")
+    p.add_argument("--ctc", metavar="ALPHABET.txt",
+                   help="--emissions are a CTC network's outputs: one column per line of ALPHABET.txt (one "
+                   "symbol a line, <space> or a single space for the space); rows are probabilities or "
+                   "log-probabilities (see --log-softmax)")
+    p.add_argument("--blank", type=int, default=0, help="with --ctc: line index of the blank (default 0)")
+    p.add_argument("--log-softmax", action="store_true", help="with --ctc: the outputs are logits")
     p.add_argument("-o", "--output", metavar="hyp.tsv", help="hypotheses file (default: standard output)")
     p.add_argument("--details", metavar="FILE.jsonl", help="also write scores, word spans, n-best, one JSON per line")
     p.set_defaults(run=_run_decode)
@@ -511,13 +517,21 @@ def _run_decode(args: argparse.Namespace) -> int:
     if args.emissions and args.prior_scale is not None:
         raise HwrError("--prior-scale acts when emission scores are computed: pass it to `hybrid-hwr emissions`, "
                        "not to decode --emissions")
-    recognizer, settings = load_recognizer(args.model, nbest=args.nbest, **given)
-    print(f"{PROG}: {settings_line(args.model, recognizer, settings)}", file=sys.stderr)
+    if args.emissions and args.inputs:
+        raise HwrError("--emissions decodes the matrices of its file: give no images or split files with it")
+    if args.ctc:
+        recognizer, settings = _ctc_recognizer(args, given)
+        print(f"{PROG}: CTC outputs over {args.ctc}; decoding: {settings.describe('ctc')}", file=sys.stderr)
+    else:
+        if args.log_softmax or args.blank != 0:
+            raise HwrError("--blank and --log-softmax describe CTC outputs: they need --ctc")
+        recognizer, settings = load_recognizer(args.model, nbest=args.nbest, **given)
+        print(f"{PROG}: {settings_line(args.model, recognizer, settings)}", file=sys.stderr)
     if recognizer.lexicon_message:  # lexicon words the model cannot spell are reported, not silently dropped
         warn(recognizer.lexicon_message)
-    if args.emissions:
-        if args.inputs:
-            raise HwrError("--emissions decodes the matrices of its file: give no images or split files with it")
+    if args.ctc:
+        results = progress(_ctc_results(recognizer, args.emissions), desc="decode")
+    elif args.emissions:
         skipped = lambda line_id, message: warn(f"skipped line {line_id}: {message}")  # noqa: E731
         results = progress(((Line(line_id, "", Path(args.emissions)), hyp)
                             for line_id, hyp in recognizer.decode_emissions(args.emissions, skipped)),
@@ -544,6 +558,35 @@ def _run_decode(args: argparse.Namespace) -> int:
     if done == 0:
         raise HwrError("no line could be decoded")
     return 0
+
+
+def _ctc_recognizer(args, given):
+    from .ctc import CtcModel
+    from .demo import DecoderSettings, resolve_model_dir
+
+    if not args.emissions:
+        raise HwrError("--ctc reads a network's outputs: give them with --emissions FILE.npz|DIR")
+    if given.get("prior_scale") is not None:
+        raise HwrError("--prior-scale does not apply to CTC outputs")
+    settings = DecoderSettings.load(resolve_model_dir(args.model)) if args.model else DecoderSettings()
+    settings = dataclasses.replace(settings, **{k: Path(v) if k in ("lexicon", "lm", "char_lm") else v
+                                                for k, v in given.items() if v is not None})
+    model = CtcModel.from_file(args.ctc, args.blank, args.log_softmax)
+    return settings.recognizer(model, nbest=args.nbest), settings
+
+
+def _ctc_results(recognizer, emissions):
+    """(Line, Hypothesis) of every CTC output; a bad array is reported and skipped."""
+    from .decode import emission_arrays
+
+    for line_id, x, problem in emission_arrays(emissions):
+        if problem is None:
+            try:
+                yield Line(line_id, "", Path(emissions)), recognizer.decode_loglik(x)
+                continue
+            except HwrError as exc:
+                problem = f"{emissions}: array {line_id!r}: {exc}"
+        warn(f"skipped line {line_id}: {problem}")
 
 
 # ---------------------------------------------------------------------------------------

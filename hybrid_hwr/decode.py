@@ -366,7 +366,8 @@ class Recognizer:
             tree = build_prefix_tree([[k] for k in range(K)])
             self.words = symbols
             flags = dict(word_gaps=False, line_blanks=self.mode == "char-lm", allow_empty=self.mode == "char-lm")
-            self._penalty = -self.char_penalty - (math.log(K) if self.mode == "char" else 0.0)
+            prior = math.log(K) if self.mode == "char" and self.uniform_symbol_prior else 0.0
+            self._penalty = -self.char_penalty - prior
             word_lm = self.char_lm_model
             lm_tokens = char_tokens
             unk_symbols = ()
@@ -402,22 +403,38 @@ class Recognizer:
         if search_scorer is not None and self.lm_weight > 0:
             unigram = [search_scorer.score(search_scorer.NULL, w)[0] for w in range(len(tree.word_node))]
             lookahead = unigram_lookahead(tree, unigram, self.lm_weight)
-        net, unit_ids = build_network(topology, transitions, tree, unk_symbols=unk_symbols,
-                                      lookahead=lookahead, glue_symbols=np.flatnonzero(self._glue_symbol[:K]),
-                                      **flags)
+        self._lm_scorer = self.scorer if self.scorer is not None else _NoLm()
+        net, unit_ids, search_scorer, n_words, options = self._search_network(
+            tree, flags, unk_symbols, lookahead, search_scorer, len(lm_tokens))
         self.search = TokenSearch(
             net, unit_ids, lm_weight=self.lm_weight, word_penalty=self._penalty, beam=self.beam,
             max_active=self.max_active, space_prob=transitions.space_prob, blank_prob=transitions.blank_prob,
-            word_scorer=search_scorer, n_words=len(lm_tokens), char_scorer=self.char_scorer,
+            word_scorer=search_scorer, n_words=n_words, char_scorer=self.char_scorer,
             n_chars=len(char_tokens), unk_penalty=self.unk_penalty or 0.0, glue_penalty=self._glue,
             unk_beam=self.unk_beam,
             unk_max_active=self.unk_max_active, unk_start_state=unk_start,
-            unk_end_token=self._sp_token, **flags)
-        self._lm_scorer = self.scorer if self.scorer is not None else _NoLm()
+            unk_end_token=self._sp_token, **dict(flags, **options))
         # word posteriors weigh paths by exp(score / lm_weight): the optical scale 1/lm_weight
         # that makes the LM's weight 1 (Kaldi's acoustic scale); 1 without an LM
         self.confidence_scale = 1.0 / self.lm_weight if search_scorer is not None and self.lm_weight > 0 else 1.0
         self._spell_cache: dict = {}
+
+    # the character loop's per-symbol term includes the uniform prior -log K
+    uniform_symbol_prior = True
+
+    def _search_network(self, tree, flags, unk_symbols, lookahead, search_scorer, n_words):
+        """``(network, unit ids, word scorer, word count, TokenSearch options)`` of the search:
+        here the HMM network of ``tree`` (another topology may build its own, see
+        :mod:`hybrid_hwr.ctc`)."""
+        K = len(self.model.alphabet.symbols)
+        net, unit_ids = build_network(self.model.topology, self.model.transitions, tree, unk_symbols=unk_symbols,
+                                      lookahead=lookahead, glue_symbols=np.flatnonzero(self._glue_symbol[:K]),
+                                      **flags)
+        return net, unit_ids, search_scorer, n_words, {}
+
+    def _token_symbol(self, token: int) -> int:
+        """Symbol id of a search token in the lexicon-free modes."""
+        return token
 
     # ------------------------------------------------------------------ scoring helpers
 
@@ -473,11 +490,11 @@ class Recognizer:
             return [WordBox(it.text, it.start, it.end, confidence=c, oov=it.token == -1)
                     for it, c in zip(items, confidences)]
         space = self.model.topology.space_id
-        units = [_Unit(it.token, it.start, it.end) for it in items]
+        units = [_Unit(self._token_symbol(it.token), it.start, it.end) for it in items]
         words = words_from_units(units, self.model.alphabet.symbols, space)
         for w in words:     # a spelled word is as sure as its least sure character
-            w.confidence = min((c for it, c in zip(items, confidences)
-                                if it.token != space and w.first_frame <= it.start and it.end <= w.last_frame),
+            w.confidence = min((c for u, c in zip(units, confidences)
+                                if u.symbol != space and w.first_frame <= u.first_frame and u.last_frame <= w.last_frame),
                                default=1.0)
         return words
 
@@ -819,6 +836,51 @@ class _Unit:
 
 # ----------------------------------------------------------------------------- external emissions
 
+def emission_arrays(path):
+    """``(name, array or None, problem or None)`` for every array of an emissions ``.npz``
+    archive, or of a folder of ``<name>.npy`` files (sorted by name), in order.
+
+    A missing or unreadable file or folder is an HwrError; an array that cannot be read,
+    or is not a 2-d number matrix, comes with its ``problem`` (one line) instead.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.npy"))
+        if not files:
+            raise HwrError(f"{path}: no .npy emission files in this folder")
+        for file in files:
+            try:
+                x = np.load(file, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as exc:
+                yield file.stem, None, f"{file}: unreadable array ({exc})"
+                continue
+            yield (file.stem, *_matrix(x, f"{file}"))
+        return
+    if not path.is_file():
+        raise HwrError(f"{path}: no such emissions file")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise HwrError(f"{path}: not a readable .npz emissions file ({exc})") from None
+    if not hasattr(npz, "files"):
+        raise HwrError(f"{path}: not an .npz archive (a single array; save one array per line id)")
+    with npz:
+        for name in npz.files:
+            try:
+                x = npz[name]
+            except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+                yield name, None, f"{path}: array {name!r} is unreadable ({exc})"
+                continue
+            yield (name, *_matrix(x, f"{path}: array {name!r}"))
+
+
+def _matrix(x, where):
+    if x.ndim != 2 or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        return None, (f"{where} must be a (frames, states) matrix of real numbers, got shape {x.shape} "
+                      f"dtype {x.dtype}")
+    return x.astype(np.float64), None
+
+
 def read_emissions(path, n_states: int | None = None, on_bad=None):
     """Frame-by-state emission matrices from an ``.npz`` file, in file order.
 
@@ -833,34 +895,12 @@ def read_emissions(path, n_states: int | None = None, on_bad=None):
     an unreadable, badly shaped or complex array unless ``on_bad(line id, message)`` is
     given: that array is then reported to it and skipped, and the others are still read.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise HwrError(f"{path}: no such emissions file")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise HwrError(f"{path}: not a readable .npz emissions file ({exc})") from None
-    if not hasattr(npz, "files"):
-        raise HwrError(f"{path}: not an .npz archive (a single array; save one array per line id)")
-    with npz:
-        for name in npz.files:
-            try:
-                yield name, _emission_array(npz, name, path, n_states)
-            except HwrError as exc:
-                if on_bad is None:
-                    raise
-                on_bad(name, str(exc))
-
-
-def _emission_array(npz, name: str, path: Path, n_states: int | None) -> np.ndarray:
-    """One checked (frames, states) matrix of an emissions archive, as float64."""
-    try:
-        x = npz[name]
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise HwrError(f"{path}: array {name!r} is unreadable ({exc})") from None
-    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
-        raise HwrError(f"{path}: array {name!r} must be a (frames, states) matrix of real numbers, got "
-                       f"shape {x.shape} dtype {x.dtype}")
-    if n_states is not None and x.shape[1] != n_states:
-        raise HwrError(f"{path}: array {name!r} has {x.shape[1]} states, the model has {n_states}")
-    return x.astype(np.float64)
+    for name, x, problem in emission_arrays(path):
+        if problem is None and n_states is not None and x.shape[1] != n_states:
+            problem = f"{path}: array {name!r} has {x.shape[1]} states, the model has {n_states}"
+        if problem is None:
+            yield name, x
+        elif on_bad is None:
+            raise HwrError(problem)
+        else:
+            on_bad(name, problem)

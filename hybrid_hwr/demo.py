@@ -176,7 +176,9 @@ class DecoderSettings:
         if self.prior_scale is not None:
             model = model.with_prior_scale(self.prior_scale)
         full = self.calibrated(model.emission_type)
-        return Recognizer(model, lexicon=self.lexicon, lm=self.lm, lm_weight=full.lm_weight,
+        # a model may bring its own recogniser (CTC outputs: hybrid_hwr.ctc.CtcRecognizer)
+        recognizer_class = getattr(model, "recognizer_class", Recognizer)
+        return recognizer_class(model, lexicon=self.lexicon, lm=self.lm, lm_weight=full.lm_weight,
                           word_penalty=full.word_penalty, glue_penalty=full.glue_penalty,
                           beam=given(self.beam, DEFAULT_BEAM),
                           max_active=given(self.max_active, DEFAULT_MAX_ACTIVE), nbest=nbest,

@@ -795,7 +795,7 @@ UNIT_NAMES = ("blank_start", "space", "blank_end", "empty")
 
 
 def build_network(topology, transitions, tree, word_gaps=True, line_blanks=True, allow_empty=True,
-                  unk_symbols=(), lookahead=None, glue_symbols=()):
+                  unk_symbols=(), lookahead=None, glue_symbols=(), unit_symbols=None):
     """Flat arrays of the search network of ``tree`` (see the module docstring).
 
     ``word_gaps``: optional space model between words; ``line_blanks``: optional blank at
@@ -804,7 +804,9 @@ def build_network(topology, transitions, tree, word_gaps=True, line_blanks=True,
     the LM look-ahead score of each tree node (see :func:`unigram_lookahead`; None: none);
     ``glue_symbols``: symbol ids (letters, digits) where two words that touch without a
     space pay the search's ``glue_penalty``. The optional units need
-    the topology's space model and are left out without it.
+    the topology's space model and are left out without it; ``unit_symbols`` ({unit
+    name: symbol id}) gives some of them another model (CTC's blank, :mod:`hybrid_hwr.ctc`).
+    ``tree`` may be any network of the tree's form: its nodes' child ranges may overlap.
     Returns ``(Network, {unit name: unit id or -1})``.
     """
     space = topology.space_id
@@ -818,7 +820,7 @@ def build_network(topology, transitions, tree, word_gaps=True, line_blanks=True,
             if wanted[name]:
                 unit_ids[name] = n_tree + len(extra_kind)
                 extra_kind.append(kinds[name])
-                extra_sym.append(space)
+                extra_sym.append((unit_symbols or {}).get(name, space))
     unk_symbols = np.asarray(list(unk_symbols), dtype=np.int64)
     unk_units = np.arange(n_tree + len(extra_kind), n_tree + len(extra_kind) + len(unk_symbols), dtype=np.int64)
     extra_kind += [K_UNK] * len(unk_symbols)
@@ -947,7 +949,7 @@ class TokenSearch:
                  space_prob, blank_prob, word_scorer=None, n_words=0, char_scorer=None,
                  n_chars=0, unk_penalty=0.0, glue_penalty=0.0, unk_beam=math.inf, unk_max_active=1 << 62, unk_start_state=0,
                  unk_end_token=0,
-                 word_gaps=True, line_blanks=True, allow_empty=True):
+                 word_gaps=True, line_blanks=True, allow_empty=True, optional_logp=None):
         self.net = network
         self.word_scorer = word_scorer
         self.char_scorer = char_scorer
@@ -962,6 +964,8 @@ class TokenSearch:
         fp[F_SPACE_SKIP] = math.log1p(-space_prob)
         fp[F_BLANK_ENTER] = math.log(blank_prob)
         fp[F_BLANK_SKIP] = math.log1p(-blank_prob)
+        if optional_logp is not None:   # (space enter, space skip, blank enter, blank skip), log weights
+            fp[[F_SPACE_ENTER, F_SPACE_SKIP, F_BLANK_ENTER, F_BLANK_SKIP]] = optional_logp
         fp[F_UNK_PENALTY] = unk_penalty
         fp[F_UNK_BEAM] = unk_beam
         fp[F_GLUE_PENALTY] = glue_penalty
