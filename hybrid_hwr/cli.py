@@ -30,6 +30,7 @@ from .argtypes import any_int, finite_float, non_negative_float, non_negative_in
 from .batch import line_features, warn
 from .data import Line, read_inputs, read_transcriptions
 from .fileio import atomic_write_text
+from .text import LANGUAGES
 from .errors import HwrError
 
 PROG = "hybrid-hwr"
@@ -146,7 +147,7 @@ def _add_evaluate(subparsers) -> None:
     )
     p.add_argument("reference", metavar="REF.tsv", help="reference transcriptions (id<TAB>text)")
     p.add_argument("hypotheses", nargs="+", metavar="HYP.tsv", help="one or two hypothesis files (id<TAB>text)")
-    p.add_argument("--lang", choices=("en", "fr", "none"), default="en",
+    p.add_argument("--lang", choices=(*LANGUAGES, "none"), default="en",
                    help="tokeniser conventions (default en; none: no tokenisation)")
     p.add_argument("--details", metavar="FILE", help="write per-line counts (TSV with a header) to FILE")
     p.add_argument("--resamples", type=positive_int, default=1000, metavar="N", help="bootstrap resamples (1000)")
@@ -489,7 +490,7 @@ def _add_decode(subparsers) -> None:
                    "prior_scale, else the network's own, normally 1; with --emissions give it to "
                    "`hybrid-hwr emissions` instead)")
     p.add_argument("--nbest", type=positive_int, default=1, help="n-best list length (written with --details)")
-    p.add_argument("--lang", choices=("en", "fr"),
+    p.add_argument("--lang", choices=LANGUAGES,
                    help="tokeniser conventions for joining lexicon words into text (default en)")
     p.add_argument("--emissions", metavar="FILE.npz|DIR",
                    help="decode these frame x state log-likelihood matrices (one per line id, in an .npz or as "
@@ -687,7 +688,8 @@ def _add_build_lm(subparsers) -> None:
     p.add_argument("--vocab", metavar="LEXICON", help="restrict the vocabulary to this lexicon")
     p.add_argument("--prune", metavar="C1,C2,...", help="count thresholds per order, e.g. 0,1,1")
     p.add_argument("--unit", choices=("word", "char"), default="word", help="word or character LM")
-    p.add_argument("--lang", choices=("en", "fr"), default="en", help="tokeniser conventions (default en)")
+    p.add_argument("--lang", choices=LANGUAGES, default="en",
+                   help="tokeniser conventions: en, fr, or generic for any other language (default en)")
     p.add_argument("--memory", default="2G", help="lmplz -S memory (default 2G)")
     p.add_argument("--binary", metavar="FILE", help="also write a KenLM binary")
     p.set_defaults(run=_run_build_lm)
@@ -703,6 +705,82 @@ def _run_build_lm(args: argparse.Namespace) -> int:
     out = build_lm(args.corpora, args.order, args.output, lang=args.lang, unit=args.unit, vocab=args.vocab,
                    prune=prune, memory=args.memory, binary_path=args.binary)
     print(f"wrote {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# split
+
+
+def _add_split(subparsers) -> None:
+    p = subparsers.add_parser(
+        "split", help="split a dataset into train/valid/test, pages (or writers) kept whole",
+        description="Writes DIR/train.tsv, DIR/valid.tsv and DIR/test.tsv from one split file (e.g. the "
+        "all.tsv of `hybrid-hwr import`) and links DIR/lines to its images. Lines of one group never "
+        "straddle two splits: by default a group is the id without its last '_' part (the page of import's "
+        "<page>_<line> ids); --group-by REGEX takes the regex's first group in the id instead. Deterministic "
+        "for a seed.",
+    )
+    p.add_argument("dataset", metavar="DATA.tsv", help="split file to split (id<TAB>text)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder of the new split files")
+    p.add_argument("--valid", type=non_negative_float, default=0.1, metavar="F", help="validation share (0.1)")
+    p.add_argument("--test", type=non_negative_float, default=0.1, metavar="F", help="test share (0.1)")
+    p.add_argument("--group-by", metavar="REGEX", help="regex whose first group (or match) in an id is its group")
+    p.add_argument("--seed", type=any_int, default=0, help="shuffling seed (0)")
+    p.add_argument("--images", metavar="DIR", help="image folder of the dataset (default: DATA.tsv's lines/)")
+    p.set_defaults(run=_run_split)
+
+
+def _run_split(args: argparse.Namespace) -> int:
+    from .split import split_dataset
+
+    counts = split_dataset(args.dataset, args.output, args.valid, args.test, args.group_by, args.seed, args.images)
+    print(f"wrote {args.output}: " + ", ".join(f"{name} {n} lines" for name, n in counts.items()))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# lexicon
+
+
+def _add_lexicon(subparsers) -> None:
+    p = subparsers.add_parser(
+        "lexicon", help="build a lexicon (one word a line) from text corpora, with the LMs' tokeniser",
+        description="Counts the tokens of the corpora with the tokeniser of the LMs and the WER "
+        "(hybrid_hwr.text: punctuation marks are words, --lang's clitic/elision rules) and writes the most "
+        "frequent first (ties in code-point order). --alphabet-of MODEL_DIR drops words the model cannot "
+        "write. Use the same --lang for build-lm and evaluate.",
+    )
+    p.add_argument("corpora", nargs="+", metavar="CORPUS", help="text files (.txt, .xz, .gz, .bz2) or split files (.tsv)")
+    p.add_argument("-o", "--output", required=True, metavar="LEX", help="lexicon file to write")
+    p.add_argument("--size", type=positive_int, help="keep the N most frequent words (default: all)")
+    p.add_argument("--min-count", type=positive_int, default=1, metavar="C", help="keep words seen C times or more")
+    p.add_argument("--lang", choices=LANGUAGES, default="generic",
+                   help="tokeniser conventions: en, fr, or generic for any other language (default generic)")
+    p.add_argument("--alphabet-of", metavar="MODEL_DIR", help="keep only words this model's alphabet can write")
+    p.set_defaults(run=_run_lexicon)
+
+
+def _run_lexicon(args: argparse.Namespace) -> int:
+    from .lexicon import count_tokens, most_frequent, save_lexicon, split_by_alphabet
+
+    counts = count_tokens(args.corpora, args.lang)
+    words = most_frequent(counts, min_count=args.min_count)
+    dropped = ""
+    if args.alphabet_of:
+        from .model import load_model
+
+        words, rejected = split_by_alphabet(words, load_model(args.alphabet_of).alphabet)
+        if rejected:
+            dropped = f"; {len(rejected)} words with characters outside the model's alphabet dropped"
+    if args.size is not None:
+        words = words[: args.size]
+    if not words:
+        raise HwrError("the corpora hold no word to put in the lexicon")
+    save_lexicon(words, args.output)
+    seen = sum(counts[w] for w in words)
+    print(f"wrote {len(words)} words to {args.output} (of {len(counts)} token types, "
+          f"{100 * seen / max(sum(counts.values()), 1):.1f} % of the corpus tokens{dropped})")
     return 0
 
 
@@ -748,7 +826,7 @@ def _run_data(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 # Entry point
 
-_SUBCOMMANDS = (_add_import, _add_features, _add_train, _add_align, _add_emissions, _add_decode, _add_evaluate, _add_build_lm, _add_demo, _add_data)
+_SUBCOMMANDS = (_add_import, _add_features, _add_train, _add_align, _add_emissions, _add_decode, _add_evaluate, _add_build_lm, _add_lexicon, _add_split, _add_demo, _add_data)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,6 +49,7 @@ from typing import Callable
 
 from .errors import HwrError
 from .fileio import atomic_write_text
+from .text import LANGUAGES
 
 DECODER_FILE = "decoder.json"
 _FILE_KEYS = ("lexicon", "lm", "char_lm")
@@ -91,7 +92,7 @@ class DecoderSettings:
     unk_beam: float | None = None      # pruning inside out-of-lexicon words (None: the decoder's default)
     unk_max_active: int | None = None
     prior_scale: float | None = None   # hybrid models: kappa of the scaled likelihoods (None: the model's)
-    lang: str = "en"
+    lang: str = "generic"              # tokeniser conventions (hybrid_hwr.text): en, fr or generic
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, keys: tuple[str, ...] | None = None) -> "DecoderSettings":
@@ -133,8 +134,8 @@ class DecoderSettings:
                     raise HwrError(f"{where}: {key} file {file} is missing")
                 values[key] = file
             elif key == "lang":
-                if value not in ("en", "fr"):
-                    raise HwrError(f"{where}: lang must be 'en' or 'fr', got {value!r}")
+                if value not in LANGUAGES:
+                    raise HwrError(f"{where}: lang must be one of {', '.join(LANGUAGES)}, got {value!r}")
                 values[key] = value
             elif value is None and key in ("unk_penalty", "beam", "max_active", "unk_beam", "unk_max_active",
                                            "prior_scale"):

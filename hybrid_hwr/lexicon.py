@@ -58,8 +58,10 @@ def load_lexicon(path: str | os.PathLike) -> list[str]:
 
 
 def save_lexicon(words: Sequence[str], path: str | os.PathLike) -> None:
-    """Write one word a line (UTF-8)."""
-    Path(path).write_text("".join(w + "\n" for w in words), encoding="utf-8")
+    """Write one word a line (UTF-8), atomically."""
+    from .fileio import atomic_write_text
+
+    atomic_write_text(path, "".join(w + "\n" for w in words))
 
 
 def _symbols_of(alphabet) -> list[str]:
@@ -218,3 +220,43 @@ def lexicon_tree(words: Sequence[str], alphabet) -> tuple[PrefixTree, list[str],
     if not kept:
         raise HwrError(describe_rejected(rejected, len(words)) if rejected else "empty lexicon")
     return build_prefix_tree(encode_words(kept, alphabet)), kept, rejected
+
+
+# ----------------------------------------------------------------------------- building
+
+# Characters a lexicon token may hold besides letters, digits and combining marks: ASCII
+# punctuation (the IAM-OnDB and Copiste transcriptions), a few symbols of French and
+# British text, and any Unicode punctuation mark (a one-character token of its own after
+# tokenisation) but typographic ornaments. Tokens with other symbols (⁂, ↑, •, ...) are left out.
+LEXICON_SYMBOLS = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~«»£€°§")
+ORNAMENTS = frozenset("⁂•·※†‡⁕⁑")
+
+
+def lexicon_token_ok(token: str) -> bool:
+    import unicodedata
+
+    return all(ch.isalnum() or ch in LEXICON_SYMBOLS
+               or (unicodedata.category(ch)[0] in "MP" and ch not in ORNAMENTS) for ch in token)
+
+
+def count_tokens(corpora: Sequence[str | os.PathLike], lang: str) -> "collections.Counter":
+    """Token counts of text corpora (plain, .xz/.gz/.bz2, or split files), tokenised with
+    :func:`hybrid_hwr.text.tokenize`, the tokeniser of the LMs and the WER."""
+    import collections
+
+    from .lm import read_text_lines
+    from .text import tokenize
+
+    counts: collections.Counter = collections.Counter()
+    for path in corpora:
+        for line in read_text_lines(path):
+            counts.update(tokenize(line, lang))
+    return counts
+
+
+def most_frequent(counts, size: int | None = None, min_count: int = 1) -> list[str]:
+    """Lexicon words of token ``counts``: most frequent first, ties in code-point order, at
+    most ``size``, seen at least ``min_count`` times, symbols as :func:`lexicon_token_ok`."""
+    ranked = sorted((t for t, c in counts.items() if c >= min_count and lexicon_token_ok(t)),
+                    key=lambda t: (-counts[t], t))
+    return ranked if size is None else ranked[:size]

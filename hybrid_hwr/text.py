@@ -27,6 +27,10 @@ A *token* is what the lexicon lists, the word LM counts and the WER compares.
    pair, and the decoder can still read ``l'État`` written without a gap because
    spaces between words are optional there.
 
+6. ``lang='generic'``: steps 1-3 only, for any other language or script (Greek,
+   Cyrillic, Devanagari, ...): letters and digits of every script make words, every
+   punctuation mark is a token, and no clitic or elision rule applies.
+
 Case is kept (it is visible in handwriting). ``tokenize`` is idempotent:
 ``tokenize(" ".join(tokenize(s, lang)), lang) == tokenize(s, lang)``.
 ``detokenize`` joins tokens back into running text for display; WER compares token
@@ -43,7 +47,7 @@ import unicodedata
 
 from .errors import HwrError
 
-LANGUAGES = ("en", "fr")
+LANGUAGES = ("en", "fr", "generic")
 SPACE_TOKEN = "<sp>"
 
 _FOLD = str.maketrans({
@@ -57,9 +61,29 @@ _FOLD = str.maketrans({
     "\ufeff": None,
 })
 
-# A word: letters/digits ([^\W_]), joined by an apostrophe or hyphen, or by . or ,
-# between two digits. Anything else that is not a space is one token per character.
-_WORD = r"[^\W_]+(?:(?:['\-]|(?<=\d)[.,](?=\d))[^\W_]+)*"
+
+
+def _mark_class() -> str:
+    """A regex character class of every combining mark (categories Mn, Mc, Me): vowel
+    signs and viramas of Indic scripts, diacritics left over by NFC, ..."""
+    import sys
+
+    ranges, start = [], None
+    for cp in range(sys.maxunicode + 1):
+        is_mark = unicodedata.category(chr(cp)).startswith("M")
+        if is_mark and start is None:
+            start = cp
+        elif not is_mark and start is not None:
+            ranges.append((start, cp - 1))
+            start = None
+    return "[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in ranges) + "]"
+
+
+# A word: letters/digits ([^\W_]) and the combining marks that follow them, joined by an
+# apostrophe or hyphen, or by . or , between two digits. Anything else that is not a
+# space is one token per character.
+_LETTERS = r"[^\W_](?:[^\W_]|" + _mark_class() + r")*"
+_WORD = _LETTERS + r"(?:(?:['\-]|(?<=\d)[.,](?=\d))" + _LETTERS + r")*"
 _TOKEN_RE = re.compile(_WORD + r"|\S")
 
 _EN_CLITICS = frozenset({"s", "t", "d", "m", "ll", "re", "ve"})
@@ -111,13 +135,15 @@ def _split_fr_elisions(tokens: list[str]) -> list[str]:
 
 
 def tokenize(text: str, lang: str = "en") -> list[str]:
-    """Tokens of ``text`` by the rules in the module docstring (``lang``: 'en' or 'fr')."""
+    """Tokens of ``text`` by the rules in the module docstring (``lang``: 'en', 'fr' or 'generic')."""
     if lang not in LANGUAGES:
         raise HwrError(f"unknown language {lang!r} (expected one of {', '.join(LANGUAGES)})")
     tokens = _TOKEN_RE.findall(fold_text(text))
     if lang == "en":
         return _join_en_clitics(tokens)
-    return _split_fr_elisions(tokens)
+    if lang == "fr":
+        return _split_fr_elisions(tokens)
+    return tokens
 
 
 def tokenized_line(text: str, lang: str = "en") -> str:
@@ -127,17 +153,32 @@ def tokenized_line(text: str, lang: str = "en") -> str:
 
 _NO_SPACE_BEFORE = {"en": frozenset(".,;:!?)]}%"), "fr": frozenset(".,)]}")}
 _NO_SPACE_AFTER = frozenset("([{")
+# generic: closing marks of any script attach to the previous token, opening ones to the next
+_GENERIC_BEFORE = frozenset(".,;:!?)]}%\u0964\u0965\u3001\u3002\u060c\u061b\u061f\u0387\u037e")
+
+
+def _attaches_before(tok: str, lang: str) -> bool:
+    if lang != "generic":
+        return tok in _NO_SPACE_BEFORE.get(lang, _NO_SPACE_BEFORE["en"])
+    return tok in _GENERIC_BEFORE or (len(tok) == 1 and unicodedata.category(tok) in ("Pe", "Pf"))
+
+
+def _attaches_after(tok: str, lang: str) -> bool:
+    if tok in _NO_SPACE_AFTER:
+        return True
+    return lang == "generic" and len(tok) == 1 and unicodedata.category(tok) in ("Ps", "Pi")
 
 
 def detokenize(tokens: list[str], lang: str = "en") -> str:
     """Running text for display: ``Mr . Foot's`` -> ``Mr. Foot's``, ``l' État`` -> ``l'État``.
 
     English attaches ``. , ; : ! ? ) ] } %`` to the previous token; French attaches only
-    ``. , ) ] }`` (French typography spaces ``; : ! ? %`` and ``« »``). Straight double
+    ``. , ) ] }`` (French typography spaces ``; : ! ? %`` and ``« »``); ``generic`` attaches
+    those of English, closing brackets and quotes of any script and the full stops and
+    commas of other scripts (``।``, ``。``, ``،``, ...), and opening brackets and quotes to the next token. Straight double
     quotes alternate between opening (attached to the next token) and closing (attached
     to the previous one).
     """
-    no_space_before = _NO_SPACE_BEFORE.get(lang, _NO_SPACE_BEFORE["en"])
     out: list[str] = []
     glue_next = False
     quote_open = False
@@ -150,9 +191,9 @@ def detokenize(tokens: list[str], lang: str = "en") -> str:
             else:
                 glue_next = True
             quote_open = not quote_open
-        elif tok in no_space_before:
+        elif _attaches_before(tok, lang):
             glue = True
-        if tok in _NO_SPACE_AFTER or (lang == "fr" and tok.endswith("'") and len(tok) > 1):
+        if _attaches_after(tok, lang) or (lang == "fr" and tok.endswith("'") and len(tok) > 1):
             glue_next = True
         out.append(tok if glue else " " + tok)
     return "".join(out)

@@ -7,7 +7,8 @@
 Stages (each skipped when its output exists, unless --force):
   1. lexicon: the N most frequent tokens (``hybrid_hwr.text.tokenize``) of the corpora
      -> lexicons/<lang>-<N/1000>k.txt, most frequent first (ties alphabetical).
-     Symbols that are neither ASCII punctuation nor « » £ € ° § (⁂, ↑, ...) are left out.
+     Tokens with symbols other than punctuation and « » £ € ° § (⁂, ↑, ...) are left out
+     (``hybrid_hwr.lexicon.lexicon_token_ok``; ``hybrid-hwr lexicon`` does the same).
   2. LM: lmplz over the same tokenised corpora, vocabulary limited to the lexicon,
      pruned (--prune) -> lm/<lang>-3gram.arpa.gz
   3. character LMs: lmplz over the characters of the tokenised corpora (``<sp>`` between
@@ -26,41 +27,16 @@ training transcriptions to the corpora (write such LMs elsewhere with --lexicon-
 from __future__ import annotations
 
 import argparse
-import collections
 import json
-import string
 import sys
 import time
 from pathlib import Path
 
-from hybrid_hwr.lexicon import load_lexicon, save_lexicon
+from hybrid_hwr.lexicon import count_tokens, load_lexicon, most_frequent, save_lexicon
 from hybrid_hwr.lm import build_lm, evaluate_lm, load_lm, read_text_lines
 from hybrid_hwr.text import tokenize
 
 CORPORA = {"en": ["brown.txt.xz", "eltec-eng.txt.xz"], "fr": ["eltec-fra.txt.xz"]}
-# Characters a lexicon token may hold besides letters and digits (other characters
-# only occur as one-character tokens): ASCII punctuation, which covers the IAM-OnDB
-# and Copiste transcriptions, and a few symbols of French and British text.
-LEXICON_SYMBOLS = set(string.punctuation) | set("«»£€°§")
-
-
-def lexicon_token_ok(token: str) -> bool:
-    return all(ch.isalnum() or ch in LEXICON_SYMBOLS for ch in token)
-
-
-def count_tokens(paths: list[Path], lang: str) -> collections.Counter:
-    counts: collections.Counter = collections.Counter()
-    for path in paths:
-        for line in read_text_lines(path):
-            counts.update(tokenize(line, lang))
-    return counts
-
-
-def most_frequent(counts: collections.Counter, size: int) -> list[str]:
-    ranked = sorted((t for t in counts if lexicon_token_ok(t)), key=lambda t: (-counts[t], t))
-    return ranked[:size]
-
-
 def evaluate(lm_path: Path, valid: Path, lang: str, unit: str, lexicon_path: Path | None) -> dict:
     texts = list(read_text_lines(valid))
     ev = evaluate_lm(load_lm(lm_path), texts, lang, unit)

@@ -3,8 +3,10 @@
 #
 #   recipes/decode_lm.sh DATASET_DIR MODEL_DIR EXP_DIR LANG [FIRST_STAGE]
 #
-# LANG is en or fr: picks lexicons/LANG-50k.txt, lm/LANG-3gram.arpa.gz and the speller of
-# out-of-lexicon words lm/LANG-char${CHAR_ORDER}gram.arpa.gz (CHAR_ORDER 4 or 6, default 4).
+# LANG is en, fr or generic (the tokeniser of decoding and scoring). LEXICON, LM and CHAR_LM
+# name the lexicon, word LM and speller of out-of-lexicon words; by default the shipped
+# lexicons/LANG-50k.txt, lm/LANG-3gram.arpa.gz and lm/LANG-char${CHAR_ORDER}gram.arpa.gz
+# (CHAR_ORDER 4 or 6, default 4), which exist for en and fr only.
 # Stages (each writes into EXP_DIR; rerun from a stage number to continue):
 #   1. emission scores of VALID_LIMIT validation lines (one file per prior scale of
 #      PRIOR_SCALES) and of the test lines (computed once: every decode below reads them with
@@ -30,7 +32,11 @@ MODES=${MODES:-"charloop lexicon lexicon_3gram open_vocab"}
 CHAR_ORDER=${CHAR_ORDER:-4}; HWR=${HWR:-hybrid-hwr}
 PRIOR_SCALES=${PRIOR_SCALES:-}; kappas=${PRIOR_SCALES:-model}
 root=$(cd "$(dirname "$0")/.." && pwd)
-lex="$root/lexicons/$lang-50k.txt"; lm="$root/lm/$lang-3gram.arpa.gz"; clm="$root/lm/$lang-char${CHAR_ORDER}gram.arpa.gz"
+lex=${LEXICON:-$root/lexicons/$lang-50k.txt}; lm=${LM:-$root/lm/$lang-3gram.arpa.gz}
+clm=${CHAR_LM:-$root/lm/$lang-char${CHAR_ORDER}gram.arpa.gz}
+for file in "$lex" "$lm"; do
+  [ -f "$file" ] || { echo "decode_lm.sh: $file not found (set LEXICON / LM / CHAR_LM)" >&2; exit 1; }
+done
 mkdir -p "$exp"
 export HWR model lang exp BEAM
 # npz PART KAPPA: the emissions file of a split at one prior scale ("model": the model's own)
