@@ -709,6 +709,58 @@ def _run_build_lm(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# tune
+
+
+def _add_tune(subparsers) -> None:
+    from .tune import DEFAULT_TUNE_BEAM
+
+    p = subparsers.add_parser(
+        "tune", help="fit the decoding settings of a model on validation lines (writes MODEL/decoder.json)",
+        description="Computes the validation lines' emission scores once, then for every decoding mode the "
+        "given files allow (character loop, character LM, lexicon, lexicon + LM, open vocabulary) searches "
+        "the LM weight, word, glue, unknown-word and character penalties (and an MLP's prior scale) one at a "
+        "time from the calibrated defaults, widening the range when the best is on its edge. Prints the best "
+        "of each mode and writes the best mode's settings to MODEL/decoder.json; points already decoded "
+        "(MODEL/tune/points.jsonl) are reused by a rerun.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="model directory (its decoder.json is rewritten)")
+    p.add_argument("--valid", required=True, nargs="+", metavar="DATA.tsv", help="validation split file(s)")
+    p.add_argument("--images", metavar="DIR", help="read the images of the split files from DIR/<id>.png")
+    p.add_argument("--lexicon", metavar="FILE", help="lexicon (lexicon modes)")
+    p.add_argument("--lm", metavar="FILE", help="word n-gram LM (with --lexicon)")
+    p.add_argument("--char-lm", metavar="FILE", help="character LM (character-LM and open-vocabulary modes)")
+    p.add_argument("--lang", choices=LANGUAGES, help="tokeniser of decoding and scoring (default: decoder.json's, "
+                   "else generic)")
+    p.add_argument("--modes", nargs="+", metavar="MODE", choices=("charloop", "charlm", "lexicon", "lexicon_lm",
+                                                                  "open_vocab"),
+                   help="only these modes (default: every mode the files allow)")
+    p.add_argument("--beam", type=positive_float, help=f"search beam (default: decoder.json's, else {DEFAULT_TUNE_BEAM:g})")
+    p.add_argument("--rounds", type=positive_int, default=2, help="coordinate-search rounds (default 2)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N validation lines")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="run over N processes (default 1)")
+    p.set_defaults(run=_run_tune)
+
+
+_MODE_NAMES = {"charloop": "character loop", "charlm": "character LM", "lexicon": "lexicon",
+               "lexicon_lm": "lexicon + LM", "open_vocab": "open vocabulary"}
+
+
+def _run_tune(args: argparse.Namespace) -> int:
+    from .demo import resolve_model_dir
+    from .tune import tune
+
+    model_dir = resolve_model_dir(args.model)
+    lines = read_inputs(args.valid, images=args.images, limit=args.limit)
+    if not lines:
+        raise HwrError("no validation lines")
+    modes = [_MODE_NAMES[m] for m in args.modes] if args.modes else None
+    tune(model_dir, lines, lexicon=args.lexicon, lm=args.lm, char_lm=args.char_lm, lang=args.lang, modes=modes,
+         beam=args.beam, jobs=args.jobs, rounds=args.rounds)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # split
 
 
@@ -826,7 +878,7 @@ def _run_data(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 # Entry point
 
-_SUBCOMMANDS = (_add_import, _add_features, _add_train, _add_align, _add_emissions, _add_decode, _add_evaluate, _add_build_lm, _add_lexicon, _add_split, _add_demo, _add_data)
+_SUBCOMMANDS = (_add_import, _add_features, _add_train, _add_align, _add_emissions, _add_decode, _add_evaluate, _add_build_lm, _add_lexicon, _add_split, _add_tune, _add_demo, _add_data)
 
 
 def build_parser() -> argparse.ArgumentParser:

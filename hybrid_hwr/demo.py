@@ -166,9 +166,10 @@ class DecoderSettings:
                 if getattr(self, k) is None}
         return replace(self, **fill) if fill else self
 
-    def recognizer(self, model, nbest: int = 1):
+    def recognizer(self, model, nbest: int = 1, loaded: dict | None = None):
         """A :class:`hybrid_hwr.decode.Recognizer` for ``model`` with these settings (unset
-        knobs: :meth:`calibrated` for the model's emission type)."""
+        knobs: :meth:`calibrated` for the model's emission type). ``loaded`` maps file paths
+        to their loaded content (lexicon word lists, kenlm models) to share between recognisers."""
         from .decode import DEFAULT_BEAM, DEFAULT_MAX_ACTIVE, DEFAULT_UNK_BEAM, DEFAULT_UNK_MAX_ACTIVE, Recognizer
 
         def given(value, default):  # None: not set; 0 is a value (and the Recognizer rejects it)
@@ -179,11 +180,13 @@ class DecoderSettings:
         full = self.calibrated(model.emission_type)
         # a model may bring its own recogniser (CTC outputs: hybrid_hwr.ctc.CtcRecognizer)
         recognizer_class = getattr(model, "recognizer_class", Recognizer)
-        return recognizer_class(model, lexicon=self.lexicon, lm=self.lm, lm_weight=full.lm_weight,
+        loaded = loaded or {}
+        lexicon, lm, char_lm = (loaded.get(f, f) for f in (self.lexicon, self.lm, self.char_lm))
+        return recognizer_class(model, lexicon=lexicon, lm=lm, lm_weight=full.lm_weight,
                           word_penalty=full.word_penalty, glue_penalty=full.glue_penalty,
                           beam=given(self.beam, DEFAULT_BEAM),
                           max_active=given(self.max_active, DEFAULT_MAX_ACTIVE), nbest=nbest,
-                          char_penalty=self.char_penalty, unk_penalty=self.unk_penalty, char_lm=self.char_lm,
+                          char_penalty=self.char_penalty, unk_penalty=self.unk_penalty, char_lm=char_lm,
                           unk_beam=given(self.unk_beam, DEFAULT_UNK_BEAM),
                           unk_max_active=given(self.unk_max_active, DEFAULT_UNK_MAX_ACTIVE))
 

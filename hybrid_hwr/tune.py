@@ -1,0 +1,274 @@
+"""Decoder settings fitted to a model on validation lines: ``hybrid-hwr tune``.
+
+The emission scores of the validation lines are computed once; every setting tried is
+then a search over them.  For each decoding mode that the given files allow (character
+loop; character LM with ``char_lm``; lexicon; lexicon + LM; open vocabulary with lexicon,
+LM and character LM) a coordinate search starts from the calibrated defaults
+(:data:`hybrid_hwr.demo.CALIBRATED`) and tries, one knob at a time, a few values around
+the best so far; when the best lies on the edge of those values the range moves on in
+that direction.  Knobs: the LM weight, word, glue, unknown-word and character penalties,
+and for a hybrid MLP model the prior scale (its scores are shifted, not recomputed:
+``log p(s|x) - k log p(s)`` is linear in ``k``).  The objective is the corpus WER, then
+the CER, under the tokeniser of ``lang``.  The mode with the best WER and its settings are
+written to ``MODEL/decoder.json``; every point decoded is kept in
+``MODEL/tune/points.jsonl``, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .demo import DECODER_FILE, DecoderSettings
+from .errors import HwrError
+from .fileio import atomic_write_text
+
+POINTS_FILE = "points.jsonl"
+DEFAULT_TUNE_BEAM = 150.0
+# knob -> (additive step, or None for a multiplicative one, smallest value)
+_STEPS = {"lm_weight": (None, 0.0), "word_penalty": (5.0, -math.inf), "glue_penalty": (5.0, -math.inf),
+          "unk_penalty": (5.0, -math.inf), "char_penalty": (1.0, -math.inf), "prior_scale": (0.2, 0.0)}
+_MODE_KNOBS = {
+    "character loop": ("char_penalty",),
+    "character LM": ("lm_weight", "char_penalty"),
+    "lexicon": ("word_penalty", "glue_penalty"),
+    "lexicon + LM": ("lm_weight", "word_penalty", "glue_penalty"),
+    "open vocabulary": ("unk_penalty", "lm_weight", "word_penalty"),
+}
+
+
+@dataclasses.dataclass
+class Point:
+    settings: DecoderSettings
+    cer: float
+    wer: float
+
+    @property
+    def objective(self):
+        return (self.wer, self.cer)
+
+
+def _candidates(knob: str, value: float, width: int) -> list[float]:
+    """Values around ``value``, ``width`` steps on each side."""
+    step, lowest = _STEPS[knob]
+    if step is None:   # multiplicative (LM weight): 0 stays reachable through small values
+        base = max(value, 0.5)
+        values = [base * 1.5 ** k for k in range(-width, width + 1)]
+    else:
+        size = max(step, abs(value) / 2) if knob != "prior_scale" else step
+        values = [value + size * k for k in range(-width, width + 1)]
+    return sorted({round(max(v, lowest), 4) for v in values})
+
+
+class Tuner:
+    """Decodes validation emissions under given settings and remembers every result."""
+
+    def __init__(self, model, lines, scores, lang: str, points_path: Path, jobs: int = 1,
+                 log: Callable[[str], None] = print, model_digest: str = ""):
+        self.model, self.lines, self.lang, self.jobs, self.log = model, lines, lang, jobs, log
+        self.scores = scores                       # {line id: float64 (T, S) at the model's prior scale}
+        self.base_kappa = float(getattr(model.emission, "prior_scale", 0.0) or 0.0)
+        self.log_priors = getattr(model.emission, "log_priors_", None)
+        self.points_path = points_path
+        digest = hashlib.sha256("\n".join(line.id for line in lines).encode()).hexdigest()[:16]
+        self._context = {"lines": digest, "model": model_digest}
+        self.cache: dict[str, tuple[float, float]] = {}
+        if points_path.is_file():
+            for row in points_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(row)
+                    self.cache[record["key"]] = (record["cer"], record["wer"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue    # a record cut short by an interruption
+        self.decoded = 0
+        self.loaded: dict = {}    # lexicon and LM files, read once for every point
+
+    def load_files(self, lexicon, lm, char_lm) -> None:
+        from .lexicon import load_lexicon
+        from .lm import load_lm
+
+        if lexicon is not None:
+            self.loaded[lexicon] = load_lexicon(lexicon)
+        for path in (lm, char_lm):
+            if path is not None:
+                self.loaded[path] = load_lm(path)
+
+    def _key(self, settings: DecoderSettings) -> str:
+        fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(settings).items()}
+        return json.dumps({**fields, **self._context}, sort_keys=True)
+
+    def evaluate(self, settings: DecoderSettings) -> Point:
+        from .batch import ordered_map
+        from .metrics import score_corpus
+
+        key = self._key(settings)
+        if key not in self.cache:
+            recognizer = settings.recognizer(self.model, loaded=self.loaded)
+            shift = None
+            if settings.prior_scale is not None and self.log_priors is not None:
+                shift = (settings.prior_scale - self.base_kappa) * np.asarray(self.log_priors, dtype=np.float64)
+            global _TASK
+            _TASK = (recognizer, self.scores, shift)
+            ids = [line.id for line in self.lines]
+            hyps = {i: settings.display_text(h) for i, h in zip(ids, ordered_map(_decode_one, ids, self.jobs))}
+            score = score_corpus([(line.id, line.text) for line in self.lines], hyps, self.lang)
+            self.cache[key] = (score.cer, score.wer)
+            with open(self.points_path, "a", encoding="utf-8") as handle:   # one whole record per write
+                handle.write(json.dumps({"key": key, "cer": score.cer, "wer": score.wer}) + "\n")
+            self.decoded += 1
+        cer, wer = self.cache[key]
+        return Point(settings, cer, wer)
+
+    def coordinate_search(self, start: DecoderSettings, knobs, rounds: int = 2) -> Point:
+        best = self.evaluate(start)
+        for _ in range(rounds):
+            improved = False
+            for knob in knobs:
+                value = getattr(best.settings, knob)
+                for _extension in range(4):      # the range moves on while the best is on its edge
+                    values = _candidates(knob, value, 2)
+                    points = [self.evaluate(dataclasses.replace(best.settings, **{knob: v})) for v in values]
+                    top = min(points, key=lambda p: p.objective)
+                    if top.objective < best.objective:
+                        best, improved = top, True
+                    value = getattr(best.settings, knob)
+                    if value not in (values[0], values[-1]) or (value == values[0] and value <= _STEPS[knob][1]):
+                        break
+            if not improved:
+                break
+        return best
+
+
+_TASK = None
+
+
+def _decode_one(line_id):
+    recognizer, scores, shift = _TASK
+    x = scores[line_id]
+    if shift is not None:
+        x = x - shift
+    return recognizer.decode_loglik(x)
+
+
+def available_modes(lexicon, lm, char_lm) -> list[str]:
+    modes = ["character loop"]
+    if char_lm is not None:
+        modes.append("character LM")
+    if lexicon is not None:
+        modes.append("lexicon")
+        if lm is not None:
+            modes.append("lexicon + LM")
+            if char_lm is not None:
+                modes.append("open vocabulary")
+    return modes
+
+
+def _mode_settings(mode: str, base: DecoderSettings, lexicon, lm, char_lm) -> DecoderSettings:
+    files = {"character loop": (None, None, None), "character LM": (None, None, char_lm),
+             "lexicon": (lexicon, None, None), "lexicon + LM": (lexicon, lm, None),
+             "open vocabulary": (lexicon, lm, char_lm)}[mode]
+    settings = dataclasses.replace(base, lexicon=files[0], lm=files[1], char_lm=files[2],
+                                   unk_penalty=-20.0 if mode == "open vocabulary" else None)
+    if mode == "character LM" and settings.lm_weight is None:
+        settings = dataclasses.replace(settings, lm_weight=1.0)
+    return settings
+
+
+def tune(model_dir, valid_lines, lexicon=None, lm=None, char_lm=None, lang: str | None = None,
+         modes=None, beam: float | None = None, jobs: int = 1, rounds: int = 2,
+         log: Callable[[str], None] = print) -> dict:
+    """Tune, write ``model_dir/decoder.json``, and return ``{"mode", "settings", "table"}``."""
+    from .batch import map_line_images
+    from .model import load_model
+
+    model_dir = Path(model_dir)
+    model = load_model(model_dir)
+    stored = DecoderSettings.load(model_dir)
+    lang = lang or stored.lang
+    files = {k: (Path(v).resolve() if v is not None else None) for k, v in
+             (("lexicon", lexicon), ("lm", lm), ("char_lm", char_lm))}
+    for name, path in files.items():
+        if path is not None and not path.is_file():
+            raise HwrError(f"{name} {path}: no such file")
+    allowed = available_modes(files["lexicon"], files["lm"], files["char_lm"])
+    modes = list(modes) if modes else allowed
+    for mode in modes:
+        if mode not in allowed:
+            raise HwrError(f"mode {mode!r} needs files that were not given (possible: {', '.join(allowed)})")
+    mlp = model.emission_type == "mlp"
+    base = DecoderSettings(beam=beam or stored.beam or DEFAULT_TUNE_BEAM, lang=lang,
+                           prior_scale=(stored.prior_scale if stored.prior_scale is not None
+                                        else float(model.emission.prior_scale)) if mlp else None)
+
+    log(f"emission scores of {len(valid_lines)} validation lines")
+    scores, kept = {}, []
+    for line, x in map_line_images(valid_lines, _EmissionScores(model), jobs, "emission scoring", "emissions"):
+        scores[line.id] = x
+        kept.append(line)
+    if not kept:
+        raise HwrError("no validation line could be scored")
+    work = model_dir / "tune"
+    work.mkdir(exist_ok=True)
+    digest = json.loads((model_dir / "model.json").read_text(encoding="utf-8")).get("arrays_sha256", "")
+    tuner = Tuner(model, kept, scores, lang, work / POINTS_FILE, jobs=jobs, log=log, model_digest=digest)
+
+    tuner.load_files(files["lexicon"], files["lm"], files["char_lm"])
+    table = {}
+    for mode in modes:
+        start = _mode_settings(mode, base, files["lexicon"], files["lm"], files["char_lm"])
+        if mode == "open vocabulary" and "lexicon + LM" in table:   # from the word LM's best weights
+            best_lm = table["lexicon + LM"].settings
+            start = dataclasses.replace(start, lm_weight=best_lm.lm_weight, word_penalty=best_lm.word_penalty,
+                                        glue_penalty=best_lm.glue_penalty, prior_scale=best_lm.prior_scale)
+        start = start.calibrated(model.emission_type)
+        knobs = _MODE_KNOBS[mode] + (("prior_scale",) if mlp else ())
+        table[mode] = tuner.coordinate_search(start, knobs, rounds)
+        point = table[mode]
+        log(f"{mode:<16} CER {100 * point.cer:6.2f} %  WER {100 * point.wer:6.2f} %  {point.settings.describe()}")
+    best_mode = min(table, key=lambda m: table[m].objective)
+    best = table[best_mode].settings
+    _write_decoder_json(model_dir, best)
+    log(f"best on validation: {best_mode}; {tuner.decoded} settings decoded "
+        f"({len(tuner.cache) - tuner.decoded} reused); wrote {model_dir / DECODER_FILE}")
+    return {"mode": best_mode, "settings": best, "table": table}
+
+
+class _EmissionScores:
+    """Emission scores of one line image (a picklable callable for the forked workers)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, gray):
+        feats, _ = self.model.features(gray)
+        return self.model.log_likelihoods(feats)
+
+
+def _relative(path: Path, model_dir: Path) -> str:
+    """A file name relative to the model folder (decoder.json's convention), absolute if elsewhere."""
+    inside = model_dir.resolve()
+    return str(path.relative_to(inside)) if path.is_relative_to(inside) else str(path)
+
+
+def _write_decoder_json(model_dir: Path, settings: DecoderSettings) -> None:
+    """decoder.json with ``settings`` (every knob explicit), other keys of an existing one kept."""
+    path = model_dir / DECODER_FILE
+    raw = {}
+    if path.is_file():
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            raw = {}
+    for key in ("lexicon", "lm", "char_lm"):
+        value = getattr(settings, key)
+        raw[key] = _relative(value, model_dir) if value is not None else None
+    for key in ("lm_weight", "word_penalty", "glue_penalty", "unk_penalty", "char_penalty", "prior_scale", "beam"):
+        raw[key] = getattr(settings, key)
+    raw["lang"] = settings.lang
+    atomic_write_text(path, json.dumps(raw, indent=1, ensure_ascii=False) + "\n")
