@@ -54,6 +54,8 @@ def dataset_parent() -> argparse.ArgumentParser:
     )
     group.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N lines")
     group.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="run over N processes (default 1)")
+    group.add_argument("--allow-outside-paths", action="store_true",
+                       help="let line ids name images outside the image folder (e.g. '../x'; refused by default)")
     return parent
 
 
@@ -115,6 +117,8 @@ def _add_import(subparsers) -> None:
     p.add_argument("--split", default="all", metavar="NAME", help="name of the split file (default: all -> all.tsv)")
     p.add_argument("--scale", type=positive_float, default=1.0, help="resize pages by this factor before cutting")
     p.add_argument("--keep-empty", action="store_true", help="also write lines without transcription")
+    p.add_argument("--allow-outside-paths", action="store_true",
+                   help="read page images that the XML names outside its folder (refused by default)")
     p.set_defaults(run=_run_import)
 
 
@@ -274,6 +278,8 @@ def _add_train(subparsers) -> None:
     p.add_argument("--train", required=True, nargs="+", metavar="DATA.tsv", help="training split file(s)")
     p.add_argument("--valid", nargs="+", metavar="DATA.tsv", help="validation split file(s): likelihood per iteration")
     p.add_argument("--images", metavar="DIR", help="read the images of split files from DIR/<id>.png")
+    p.add_argument("--allow-outside-paths", action="store_true",
+                   help="let line ids name images outside the image folder (refused by default)")
     p.add_argument("--emission", choices=("gmm", "mlp"), default="gmm", help="emission model (default gmm)")
     p.add_argument("--init-model", metavar="DIR",
                    help="start from this model (for mlp: the HMM whose forced alignments are the targets, a "
@@ -919,6 +925,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"{PROG}: error: a subcommand is required", file=sys.stderr)
         return 2
+    from .data import allow_outside_paths
+
+    allow_outside_paths(getattr(args, "allow_outside_paths", False))   # for this run only
+    try:
+        return _run(args)
+    finally:
+        allow_outside_paths(False)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The subcommand, its errors as one line each."""
     try:
         _announce_compilation(args)
         return int(args.run(args) or 0)

@@ -13,6 +13,7 @@ or broken image is reported by :func:`load_image` when the line is used, so that
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import unicodedata
@@ -47,6 +48,31 @@ class Line:
     id: str
     text: str
     image_path: Path
+
+
+# ---------------------------------------------------------------------------------------
+# Paths that leave their folder
+
+# A line id names a file in the image folder, and a page names its image next to the XML:
+# an id like "../x" or "/etc/x", or a page image "../../x.png", would read files elsewhere.
+# They are refused unless the user allows them (--allow-outside-paths).
+_ALLOW_OUTSIDE = False
+
+
+def allow_outside_paths(allow: bool = True) -> None:
+    """Let line ids and page image names point outside their folder (off by default)."""
+    global _ALLOW_OUTSIDE
+    _ALLOW_OUTSIDE = bool(allow)
+
+
+def inside_folder(path: Path, folder: Path) -> bool:
+    """Whether ``path`` stays within ``folder`` (always true when outside paths are allowed)."""
+    if _ALLOW_OUTSIDE:
+        return True
+    try:
+        return Path(os.path.normpath(path)).is_relative_to(os.path.normpath(folder))
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------
@@ -105,6 +131,10 @@ def read_split(tsv: str | Path, images: str | Path | None = None, limit: int | N
     records = read_transcriptions(path)
     if limit is not None:
         records = records[: max(int(limit), 0)]
+    for line_id, _ in records:
+        if not inside_folder(image_dir / f"{line_id}.png", image_dir):
+            raise HwrError(f"{path}: line id {line_id!r} names a file outside the image folder {image_dir} "
+                           "(--allow-outside-paths to read it anyway)")
     return [Line(line_id, text, image_dir / f"{line_id}.png") for line_id, text in records]
 
 

@@ -34,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from .data import IMAGE_SUFFIXES, load_image, normalize_text
+from .data import IMAGE_SUFFIXES, inside_folder, load_image, normalize_text
 from .errors import HwrError
 from .fileio import atomic_write_text
 
@@ -193,22 +193,33 @@ def _read_alto(root, xml_path: Path) -> PageLayout:
     return layout
 
 
-def find_page_image(layout: PageLayout) -> Path:
-    """The page image: the file the XML names (relative to the XML), else ``<xml stem>.<image suffix>``."""
+def find_page_image(layout: PageLayout, root: str | Path | None = None) -> Path:
+    """The page image: the file the XML names (relative to the XML), else ``<xml stem>.<image suffix>``.
+
+    A named file outside ``root`` (the folder being imported; default: the XML's folder;
+    for a ``page/`` or ``alto/`` folder its parent, where exports keep the images) is not
+    read unless outside paths are allowed (:func:`hybrid_hwr.data.allow_outside_paths`).
+    """
     folder = layout.xml_path.parent
+    root = Path(root) if root is not None else folder
+    if root.resolve().name.lower() in ("page", "alto"):
+        root = root.resolve().parent
     candidates: list[Path] = []
     if layout.image_name:
         named = Path(layout.image_name.replace("\\", "/"))
         if named.is_absolute():
             candidates.append(named)
         candidates += [folder / named, folder / named.name]
+        # a page names its image next to it: other folders only when the user allows them
+        candidates = [c for c in candidates if inside_folder(c, root)]
     candidates += [layout.xml_path.with_suffix(suffix) for suffix in IMAGE_SUFFIXES]
     candidates += [layout.xml_path.with_suffix(suffix.upper()) for suffix in IMAGE_SUFFIXES]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     named = f" {layout.image_name!r}" if layout.image_name else ""
-    raise HwrError(f"{layout.xml_path}: page image{named} not found (looked next to the XML file)")
+    raise HwrError(f"{layout.xml_path}: page image{named} not found (looked next to the XML file; a path outside "
+                   "the imported folder is read only with --allow-outside-paths)")
 
 
 def _image_dpi(path: Path) -> float:
@@ -308,7 +319,7 @@ def import_pages(
     for xml_path in iterator:
         try:
             layout = read_layout(xml_path)
-            image_path = find_page_image(layout)
+            image_path = find_page_image(layout, pages_dir)
             page = load_image(image_path)
         except HwrError as exc:
             problem(f"skipped page {xml_path.name}: {exc}")

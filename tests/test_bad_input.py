@@ -132,3 +132,34 @@ def test_resume_with_other_settings_warns_and_keeps_the_saved_run(capsys, tmp_pa
     assert run(capsys, *common)[0] == 0
     code, _, err = run(capsys, *common[:-2], "--states", "4", "--resume", "-o", tmp_path / "m")
     assert code == 0 and "--resume continues with the saved settings; ignored: states 4 (saved: 3)" in err
+
+
+def test_line_ids_that_leave_the_image_folder_are_refused(capsys, tmp_path):
+    data = tmp_path / "d"
+    (data / "lines").mkdir(parents=True)
+    shutil.copy(GOOD[0], tmp_path / "outside.png")
+    shutil.copy(GOOD[1], data / "lines" / "inside.png")
+    (data / "test.tsv").write_text("inside\tx\n../../outside\ty\n", encoding="utf-8")
+    code, out, err = run(capsys, "decode", data / "test.tsv")
+    assert code == 1 and "line id '../../outside' names a file outside the image folder" in err and out == ""
+    (data / "abs.tsv").write_text(f"{tmp_path / 'outside'}\tz\n", encoding="utf-8")
+    code, _, err = run(capsys, "features", data / "abs.tsv", "-o", tmp_path / "f.npz")
+    assert code == 1 and "outside the image folder" in err
+    code, out, err = run(capsys, "decode", "--allow-outside-paths", data / "test.tsv")
+    assert code == 0 and [r.split("\t")[0] for r in out.splitlines()] == ["inside", "../../outside"]
+
+
+def test_a_page_image_outside_the_page_folder_is_refused(capsys, tmp_path):
+    from hybrid_hwr.data import allow_outside_paths
+    from hybrid_hwr.pages import PageLayout, find_page_image
+
+    (tmp_path / "pages").mkdir()
+    shutil.copy(GOOD[0], tmp_path / "secret.png")
+    layout = PageLayout(tmp_path / "pages" / "p.xml", "page", "../secret.png", None, None)
+    with pytest.raises(Exception, match="--allow-outside-paths"):
+        find_page_image(layout)
+    allow_outside_paths(True)
+    try:
+        assert find_page_image(layout).resolve() == (tmp_path / "secret.png").resolve()
+    finally:
+        allow_outside_paths(False)
