@@ -71,17 +71,20 @@ def _run_on_line(line: Line):
 
 
 def map_line_images(lines: list[Line], function: Callable, jobs: int = 1, what: str = "processing",
-                    desc: str = "") -> Iterator[tuple]:
+                    desc: str = "", on_skip: Callable | None = None) -> Iterator[tuple]:
     """``(line, function(gray image))`` per line, in input order, over ``jobs`` processes.
 
     ``function`` reaches forked workers without pickling (a bound method or partial is
     fine). A line whose image cannot be read, or that ``function`` fails on (one of
-    :data:`LINE_ERRORS`), is reported on stderr as "``what`` failed" and skipped.
+    :data:`LINE_ERRORS`), is reported on stderr as "``what`` failed" and skipped (and
+    given to ``on_skip(line id, reason)``).
     """
     results = ordered_map(_run_on_line, lines, jobs, _set_worker_task, (function, what))
     for line, result, error in progress(results, total=len(lines), desc=desc):
         if error is not None:
             warn(f"skipped line {line.id}: {error}")
+            if on_skip is not None:
+                on_skip(line.id, str(error))
             continue
         yield line, result
 

@@ -508,7 +508,10 @@ def _add_decode(subparsers) -> None:
     p.add_argument("--blank", type=int, default=0, help="with --ctc: line index of the blank (default 0)")
     p.add_argument("--log-softmax", action="store_true", help="with --ctc: the outputs are logits")
     p.add_argument("-o", "--output", metavar="hyp.tsv", help="hypotheses file (default: standard output)")
-    p.add_argument("--details", metavar="FILE.jsonl", help="also write scores, word spans, n-best, one JSON per line")
+    p.add_argument("--details", metavar="FILE.jsonl", help="also write scores, word spans, n-best, one JSON per line "
+                   "(skipped lines as {\"id\", \"skipped\": reason})")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted decode: skip the ids already in -o FILE and append to it")
     p.set_defaults(run=_run_decode)
 
 
@@ -536,21 +539,32 @@ def _run_decode(args: argparse.Namespace) -> int:
         print(f"{PROG}: {settings_line(args.model, recognizer, settings)}", file=sys.stderr)
     if recognizer.lexicon_message:  # lexicon words the model cannot spell are reported, not silently dropped
         warn(recognizer.lexicon_message)
+    finished = _finished_ids(args) if args.resume else set()
+    details = open(args.details, "a" if args.resume else "w", encoding="utf-8") if args.details else None
+
+    def skipped(line_id, reason):   # also recorded in the details, so a reader knows which lines are missing
+        if details is not None:
+            details.write(json.dumps({"id": line_id, "skipped": reason}, ensure_ascii=False) + "\n")
+            details.flush()
+
     if args.ctc:
-        results = progress(_ctc_results(recognizer, args.emissions), desc="decode")
+        results = progress(_ctc_results(recognizer, args.emissions, finished, skipped), desc="decode")
     elif args.emissions:
-        skipped = lambda line_id, message: warn(f"skipped line {line_id}: {message}")  # noqa: E731
+        def bad_array(line_id, message):
+            warn(f"skipped line {line_id}: {message}")
+            skipped(line_id, message)
+
         results = progress(((Line(line_id, "", Path(args.emissions)), hyp)
-                            for line_id, hyp in recognizer.decode_emissions(args.emissions, skipped)),
+                            for line_id, hyp in recognizer.decode_emissions(args.emissions, bad_array, finished)),
                            desc="decode")
     else:
-        results = map_line_images(input_lines(args), recognizer.decode_image, args.jobs, "decoding", "decode")
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    details = open(args.details, "w", encoding="utf-8") if args.details else None
+        lines = [line for line in input_lines(args) if line.id not in finished]
+        results = map_line_images(lines, recognizer.decode_image, args.jobs, "decoding", "decode", on_skip=skipped)
+    out = open(args.output, "a" if args.resume else "w", encoding="utf-8") if args.output else sys.stdout
     done = 0
     try:
         for line, hyp in results:
-            # lexicon words are tokens ("l'", "État", ","): written text joins them back
+            # lexicon words are tokens ("l'", "État", ","): written text joins them back; one write per line
             out.write(f"{line.id}\t{settings.display_text(hyp)}\n")
             out.flush()
             if details is not None:
@@ -562,9 +576,29 @@ def _run_decode(args: argparse.Namespace) -> int:
             out.close()
         if details is not None:
             details.close()
-    if done == 0:
+    if done == 0 and not finished:
         raise HwrError("no line could be decoded")
+    if finished:
+        print(f"{PROG}: resumed: {len(finished)} lines were already in {args.output}, {done} decoded now",
+              file=sys.stderr)
     return 0
+
+
+def _finished_ids(args: argparse.Namespace) -> set[str]:
+    """Ids already written to decode's -o file; a last line cut short by an interruption is removed."""
+    if not args.output:
+        raise HwrError("--resume continues the output file: give it with -o FILE")
+    path = Path(args.output)
+    if not path.is_file():
+        return set()
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        path.write_bytes(complete)
+    try:
+        return {row.split("\t", 1)[0] for row in complete.decode("utf-8").splitlines() if row}
+    except UnicodeDecodeError:
+        raise HwrError(f"{path}: not a UTF-8 hypotheses file; cannot resume it") from None
 
 
 def _ctc_recognizer(args, given):
@@ -582,11 +616,13 @@ def _ctc_recognizer(args, given):
     return settings.recognizer(model, nbest=args.nbest), settings
 
 
-def _ctc_results(recognizer, emissions):
-    """(Line, Hypothesis) of every CTC output; a bad array is reported and skipped."""
+def _ctc_results(recognizer, emissions, finished=frozenset(), on_skip=None):
+    """(Line, Hypothesis) of every CTC output not in ``finished``; a bad array is reported and skipped."""
     from .decode import emission_arrays
 
     for line_id, x, problem in emission_arrays(emissions):
+        if line_id in finished:
+            continue
         if problem is None:
             try:
                 yield Line(line_id, "", Path(emissions)), recognizer.decode_loglik(x)
@@ -594,6 +630,8 @@ def _ctc_results(recognizer, emissions):
             except HwrError as exc:
                 problem = f"{emissions}: array {line_id!r}: {exc}"
         warn(f"skipped line {line_id}: {problem}")
+        if on_skip is not None:
+            on_skip(line_id, problem)
 
 
 # ---------------------------------------------------------------------------------------

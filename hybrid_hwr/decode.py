@@ -820,10 +820,13 @@ class Recognizer:
                                                         word.first_frame, word.last_frame)
         return hyp
 
-    def decode_emissions(self, path, on_bad=None):
+    def decode_emissions(self, path, on_bad=None, skip=frozenset()):
         """``(line id, Hypothesis)`` for every matrix of an emissions file (:func:`read_emissions`;
-        ``on_bad(line id, message)`` gets the arrays that cannot be decoded, which are skipped)."""
+        ``on_bad(line id, message)`` gets the arrays that cannot be decoded, which are skipped,
+        as are the ids in ``skip``)."""
         for line_id, loglik in read_emissions(path, self.model.topology.n_emitting, on_bad):
+            if line_id in skip:
+                continue
             yield line_id, self.decode_loglik(loglik)
 
 

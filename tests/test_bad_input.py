@@ -163,3 +163,25 @@ def test_a_page_image_outside_the_page_folder_is_refused(capsys, tmp_path):
         assert find_page_image(layout).resolve() == (tmp_path / "secret.png").resolve()
     finally:
         allow_outside_paths(False)
+
+
+def test_decode_resume_skips_finished_lines_and_records_skipped_ones(capsys, tmp_path):
+    tsv = tmp_path / "d" / "test.tsv"
+    (tmp_path / "d" / "lines").mkdir(parents=True)
+    for image in GOOD:
+        shutil.copy(image, tmp_path / "d" / "lines" / image.name)
+    (tmp_path / "d" / "lines" / "broken.png").write_bytes(b"not a png")
+    tsv.write_text("".join(f"{name}\tx\n" for name in (GOOD[0].stem, "broken", GOOD[1].stem)), encoding="utf-8")
+    out, details = tmp_path / "hyp.tsv", tmp_path / "details.jsonl"
+    assert run(capsys, "decode", tsv, "-o", out, "--details", details)[0] == 0
+    full = out.read_text(encoding="utf-8")
+    records = [json.loads(r) for r in details.read_text(encoding="utf-8").splitlines()]
+    assert {r["id"]: r.get("skipped", "") for r in records}["broken"].startswith(str(tmp_path))
+    # an interrupted run: the first line written, the second cut short
+    first, second = full.splitlines(True)
+    out.write_text(first + second[:8], encoding="utf-8")
+    code, _, err = run(capsys, "decode", tsv, "-o", out, "--resume")
+    assert code == 0 and "resumed: 1 lines were already in" in err and "1 decoded now" in err
+    assert out.read_text(encoding="utf-8") == full
+    code, _, err = run(capsys, "decode", tsv, "--resume")
+    assert code == 1 and "--resume continues the output file" in err
