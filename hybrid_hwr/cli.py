@@ -29,7 +29,7 @@ from . import __version__
 from .argtypes import any_int, finite_float, non_negative_float, non_negative_int, positive_float, positive_int
 from .batch import line_features, warn
 from .data import Line, read_inputs, read_transcriptions
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, directory_lock
 from .text import LANGUAGES
 from .errors import HwrError
 
@@ -335,9 +335,6 @@ def _read_splits(args: argparse.Namespace):
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .model import MODEL_FILE, load_model
-    from .train import TrainConfig, train_gmm_hmm
-
     frontend_options = [f"--{name}" for name in ("kind", "width", "shift") if getattr(args, name) is not None]
     if frontend_options and args.init_model:
         raise HwrError(f"{', '.join(frontend_options)}: the front end is --init-model's; drop these options "
@@ -361,14 +358,23 @@ def _run_train(args: argparse.Namespace) -> int:
                   "epoch_frames": args.epoch_frames}
         MlpEmission(**params).check_params()  # bad settings are refused before the lines are read
         train, valid = _read_splits(args)
-        train_mlp_hmm(train, args.init_model, args.output, valid_lines=valid, mlp_params=params,
-                      input_kind=args.mlp_input, realign=args.realign, jobs=args.jobs, log=print)
+        with directory_lock(args.output, "model directory"):
+            train_mlp_hmm(train, args.init_model, args.output, valid_lines=valid, mlp_params=params,
+                          input_kind=args.mlp_input, realign=args.realign, jobs=args.jobs, log=print)
         print(f"model written to {args.output}")
         return 0
     mlp_only = [option for dest, default, option in args.mlp_options if getattr(args, dest) != default]
     if mlp_only:
         raise HwrError(f"{', '.join(mlp_only)}: options of --emission mlp; a GMM-HMM does not use them")
     train, valid = _read_splits(args)
+    with directory_lock(args.output, "model directory"):
+        return _train_gmm(args, train, valid)
+
+
+def _train_gmm(args: argparse.Namespace, train, valid) -> int:
+    from .model import MODEL_FILE, load_model
+    from .train import TrainConfig, train_gmm_hmm
+
     frontend = _make_frontend(args)
     counts = None
     resuming = args.resume and (Path(args.output) / MODEL_FILE).is_file()  # as train_gmm_hmm decides

@@ -42,3 +42,44 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write UTF-8 ``text`` (newlines as ``\\n``) to ``path`` atomically."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as handle:
         handle.write(text)
+
+
+def remove_stale_temporaries(directory: str | os.PathLike, names=("*.tmp", "*.part")) -> int:
+    """Remove temporary files that an interrupted write left in ``directory`` (call it while
+    holding the directory's lock, or for files no other writer can own); returns the count."""
+    removed = 0
+    for pattern in names:
+        for stale in Path(directory).glob(pattern):
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+@contextmanager
+def directory_lock(directory: str | os.PathLike, what: str = "directory"):
+    """Hold an exclusive lock on ``directory`` (created if missing) meanwhile: a second writer
+    gets a one-line HwrError instead of both runs writing into the same files."""
+    import fcntl
+
+    from .errors import HwrError
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = open(directory / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip()
+            raise HwrError(f"{what} {directory} is being written by another run"
+                           f"{f' (process {owner})' if owner else ''}; wait for it or write elsewhere") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        remove_stale_temporaries(directory)
+        yield directory
+    finally:
+        handle.close()     # closing releases the lock

@@ -218,15 +218,19 @@ def build_lm(corpus_paths: Sequence[str | os.PathLike], order: int,
             _run(command + ["--discount_fallback"], "lmplz")
 
         arpa = work / "lm.arpa"
-        partial = out_path.with_name(out_path.name + ".part")
-        if name.endswith(".arpa.gz"):
-            with open(arpa, "rb") as src, gzip.open(partial, "wb", compresslevel=9) as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        elif name.endswith(".arpa"):
-            shutil.move(arpa, partial)
-        else:
-            arpa_to_binary(arpa, partial)
-        os.replace(partial, out_path)
+        partial = out_path.with_name(out_path.name + ".part")   # an interrupted earlier build's is overwritten
+        try:
+            if name.endswith(".arpa.gz"):
+                with open(arpa, "rb") as src, gzip.open(partial, "wb", compresslevel=9) as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            elif name.endswith(".arpa"):
+                shutil.move(arpa, partial)
+            else:
+                arpa_to_binary(arpa, partial)
+            os.replace(partial, out_path)
+        except BaseException:   # disk full, interrupted: no half-written LM left behind
+            partial.unlink(missing_ok=True)
+            raise
         if binary_path is not None:
             source = out_path if name.endswith((".arpa", ".arpa.gz")) else None
             if source is None:

@@ -127,7 +127,7 @@ def save_model(model: HwrModel, directory: str | os.PathLike) -> Path:
     return directory
 
 
-def load_model(directory: str | os.PathLike) -> HwrModel:
+def load_model(directory: str | os.PathLike, _retried: bool = False) -> HwrModel:
     """Read and check a model directory written by :func:`save_model`."""
     directory = Path(directory)
     where = f"model {directory}"
@@ -150,6 +150,9 @@ def load_model(directory: str | os.PathLike) -> HwrModel:
     except KeyError as exc:
         raise HwrError(f"{where}: {MODEL_FILE} lacks the field {exc}") from None
     except OSError:
+        # a training run may have replaced the model between our two reads: read it again once
+        if not _retried:
+            return load_model(directory, _retried=True)
         raise HwrError(f"{where}: arrays file {description['arrays_file']} is missing") from None
     if hashlib.sha256(payload).hexdigest() != description.get("arrays_sha256"):
         raise HwrError(f"{where}: {arrays_path.name} does not match its checksum (truncated or modified)")

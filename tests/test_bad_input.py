@@ -185,3 +185,21 @@ def test_decode_resume_skips_finished_lines_and_records_skipped_ones(capsys, tmp
     assert out.read_text(encoding="utf-8") == full
     code, _, err = run(capsys, "decode", tsv, "--resume")
     assert code == 1 and "--resume continues the output file" in err
+
+
+def test_a_second_writer_of_a_model_directory_is_refused(capsys, tmp_path):
+    from hybrid_hwr.fileio import directory_lock
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.json.abc123.tmp").write_text("left by a killed run")
+    with directory_lock(model, "model directory"):
+        assert not (model / "model.json.abc123.tmp").exists()      # stale temporaries cleaned
+        code, _, err = run(capsys, "train", "--train", sample_dir() / "train.tsv", "--limit", 4, "--states", 2,
+                           "--mixtures", 1, "--iterations", 1, "-o", model)
+        assert code == 1 and f"model directory {model} is being written by another run" in err
+        assert not (model / "model.json").exists()
+    code, _, err = run(capsys, "train", "--train", sample_dir() / "train.tsv", "--limit", 4, "--states", 2,
+                       "--mixtures", 1, "--iterations", 1, "-o", model)
+    assert code == 0, err
+    assert not list(model.glob("*.tmp"))
