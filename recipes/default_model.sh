@@ -1,29 +1,53 @@
 #!/usr/bin/env bash
 # Rebuilds the bundled default model (hybrid_hwr/models/default) from the Copiste d'un jour
-# dataset (CC-BY 4.0): a GMM-HMM (7 states per character, 16 Gaussians per state, window 9 /
-# shift 5) trained on copiste/train.tsv, then the hybrid MLP-HMM on its forced alignments
-# (1 hidden layer of 1024, context +-4 frames, 4 epochs, seed 0; it beat the GMM-HMM on
-# validation: CER 41.4 vs 55.6 %, WER 71.3 vs 89.0 % on 100 valid lines with the lexicon
-# and LM); decoding settings (French 50k lexicon + 3-gram, LM weight and word penalty)
-# chosen on copiste/valid.tsv. MLP_EPOCHS changes the number of epochs (more is better,
-# about 5 minutes each on one core).
+# dataset (CC-BY 4.0), in numbered stages (rerun from a stage number to continue):
+#   1. a GMM-HMM with 7 states per character (16 Gaussians, window 9 / shift 5)
+#   2. a GMM-HMM with states per character from STATES_FROM's alignments (default: stage 1's
+#      model; the shipped 0.2.0 model used the 0.1.0 default model's), 16 Gaussians
+#   3. the hybrid MLP-HMM on stage 2's alignments: 3 x 512 ReLU, context +-4, dropout
+#      DROPOUT (default 0), MLP_MINUTES of training (default 30), seed 0; the epoch with
+#      the best validation frame error rate is kept
+#   4. decoding settings tuned on TUNE_LINES validation lines (default 100): French 50k
+#      lexicon + word 3-gram (`hybrid-hwr tune`)
+#   5. the model, its decoder.json and links to the lexicon and LM copied into the package
 #
-#   recipes/default_model.sh ../shared/data/copiste [EXP_DIR]
+#   recipes/default_model.sh ../shared/data/copiste [EXP_DIR] [FIRST_STAGE]
 set -euo pipefail
-data=${1:?path of the copiste dataset}; exp=${2:-exp/copiste_gmm}
+data=${1:?path of the copiste dataset}; exp=${2:-exp/default_model}; stage=${3:-1}
 root=$(cd "$(dirname "$0")/.." && pwd)
-STATES=7 MIXTURES=16 ITERATIONS=3 FRONTEND="--shift 5" "$root/recipes/gmm_hmm.sh" "$data" "$exp" 1
-hwr=${HWR:-hybrid-hwr}
-$hwr train --emission mlp --init-model "$exp/model" --train "$data/train.tsv" --valid "$data/valid.tsv" \
-  --hidden 1024 --context 4 --epochs "${MLP_EPOCHS:-4}" --seed 0 --jobs 2 -o "$exp/mlp"
-LM_WEIGHT=${LM_WEIGHT:-6} WORD_PENALTY=${WORD_PENALTY:--10}
-dest="$root/hybrid_hwr/models/default"
-rm -f "$dest"/arrays-*.npz
-cp "$exp/mlp/model.json" "$exp"/mlp/arrays-*.npz "$dest/"
-ln -sf ../../../lexicons/fr-50k.txt "$dest/fr-50k.txt"
-ln -sf ../../../lm/fr-3gram.arpa.gz "$dest/fr-3gram.arpa.gz"
-cat > "$dest/decoder.json" <<JSON
-{"lexicon": "fr-50k.txt", "lm": "fr-3gram.arpa.gz", "lm_weight": $LM_WEIGHT, "word_penalty": $WORD_PENALTY,
- "beam": 150, "lang": "fr"}
-JSON
-echo "default model written to $dest"
+hwr=${HWR:-hybrid-hwr}; jobs=${JOBS:-2}
+mkdir -p "$exp"
+if [ "$stage" -le 1 ] && [ -z "${STATES_FROM:-}" ]; then
+  $hwr train --train "$data/train.tsv" --valid "$data/valid.tsv" --states 7 --mixtures 16 --iterations 3 \
+    --shift 5 --jobs "$jobs" --resume -o "$exp/gmm7" 2>&1 | tee "$exp/gmm7.log"
+fi
+if [ "$stage" -le 2 ]; then
+  $hwr train --train "$data/train.tsv" --valid "$data/valid.tsv" --states-from "${STATES_FROM:-$exp/gmm7}" \
+    --mixtures 16 --iterations 3 --jobs "$jobs" --resume -o "$exp/gmm" 2>&1 | tee "$exp/gmm.log"
+fi
+if [ "$stage" -le 3 ]; then
+  $hwr train --emission mlp --init-model "$exp/gmm" --train "$data/train.tsv" --valid "$data/valid.tsv" \
+    --hidden 512,512,512 --dropout "${DROPOUT:-0}" --epochs 30 --max-minutes "${MLP_MINUTES:-30}" --seed 0 \
+    --jobs "$jobs" -o "$exp/mlp" 2>&1 | tee "$exp/mlp.log"
+fi
+if [ "$stage" -le 4 ]; then
+  $hwr tune --model "$exp/mlp" --valid "$data/valid.tsv" --limit "${TUNE_LINES:-100}" \
+    --lexicon "$root/lexicons/fr-50k.txt" --lm "$root/lm/fr-3gram.arpa.gz" --lang fr --modes lexicon_lm \
+    --rounds 1 --jobs "$jobs" 2>&1 | tee "$exp/tune.log"
+fi
+if [ "$stage" -le 5 ]; then
+  dest="$root/hybrid_hwr/models/default"
+  rm -f "$dest"/arrays-*.npz
+  cp "$exp/mlp/model.json" "$exp"/mlp/arrays-*.npz "$dest/"
+  ln -sf ../../../lexicons/fr-50k.txt "$dest/fr-50k.txt"
+  ln -sf ../../../lm/fr-3gram.arpa.gz "$dest/fr-3gram.arpa.gz"
+  # the tuned settings, with the lexicon and LM named next to the model
+  python3 - "$exp/mlp/decoder.json" "$dest/decoder.json" <<'PY'
+import json, sys
+settings = json.load(open(sys.argv[1]))
+settings.update(lexicon="fr-50k.txt", lm="fr-3gram.arpa.gz")
+json.dump(settings, open(sys.argv[2], "w"), indent=1)
+open(sys.argv[2], "a").write("\n")
+PY
+  echo "default model written to $dest"
+fi
