@@ -541,17 +541,9 @@ def _run_decode(args: argparse.Namespace) -> int:
                        "not to decode --emissions")
     if args.emissions and args.inputs:
         raise HwrError("--emissions decodes the matrices of its file: give no images or split files with it")
-    if args.ctc:
-        recognizer, settings = _ctc_recognizer(args, given)
-        print(f"{PROG}: CTC outputs over {args.ctc}; decoding: {settings.describe('ctc')}", file=sys.stderr)
-    else:
-        if args.log_softmax or args.blank != 0:
-            raise HwrError("--blank and --log-softmax describe CTC outputs: they need --ctc")
-        recognizer, settings = load_recognizer(args.model, nbest=args.nbest, **given)
-        print(f"{PROG}: {settings_line(args.model, recognizer, settings)}", file=sys.stderr)
-    if recognizer.lexicon_message:  # lexicon words the model cannot spell are reported, not silently dropped
-        warn(recognizer.lexicon_message)
     page_outputs = [(fmt, folder) for fmt, folder in (("page", args.page_xml), ("alto", args.alto)) if folder]
+    if args.page_xml and args.alto and Path(args.page_xml).resolve() == Path(args.alto).resolve():
+        raise HwrError("--page-xml and --alto write DIR/<page>.xml each: give them different folders")
     if page_outputs and args.resume:
         raise HwrError("--page-xml and --alto write whole pages: they cannot continue a --resume'd decode")
     if page_outputs and args.emissions and not args.layout:
@@ -562,6 +554,16 @@ def _run_decode(args: argparse.Namespace) -> int:
 
         ids = None if args.emissions else [line.id for line in input_lines(args)]
         locations = find_locations(args.inputs, args.images, args.layout, ids)
+    if args.ctc:
+        recognizer, settings = _ctc_recognizer(args, given)
+        print(f"{PROG}: CTC outputs over {args.ctc}; decoding: {settings.describe('ctc')}", file=sys.stderr)
+    else:
+        if args.log_softmax or args.blank != 0:
+            raise HwrError("--blank and --log-softmax describe CTC outputs: they need --ctc")
+        recognizer, settings = load_recognizer(args.model, nbest=args.nbest, **given)
+        print(f"{PROG}: {settings_line(args.model, recognizer, settings)}", file=sys.stderr)
+    if recognizer.lexicon_message:  # lexicon words the model cannot spell are reported, not silently dropped
+        warn(recognizer.lexicon_message)
     decoded = []
     finished = _finished_ids(args) if args.resume else set()
     details = open(args.details, "a" if args.resume else "w", encoding="utf-8") if args.details else None
