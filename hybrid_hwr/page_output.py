@@ -251,6 +251,8 @@ def alto_xml(lines: list[PageText], out_dir: str | Path = ".") -> str:
     for region_id, members in _regions(lines):
         out.append(f"    <TextBlock ID={quoteattr(region_id)} {_alto_box(_bbox(members))}>")
         for line in members:
+            if not line.words:  # ALTO's TextLine holds at least one String: an empty line is left out
+                continue
             loc = line.location
             x0, y0 = loc.polygon.min(axis=0)
             x1, y1 = loc.polygon.max(axis=0)

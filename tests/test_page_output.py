@@ -286,3 +286,19 @@ def test_place_words_on_a_triangle_and_glued_tokens(tmp_path):
     np.testing.assert_allclose(placed.words[1].box, (200, 100, 300, 125))
     with pytest.raises(HwrError, match="was not imported from a page"):
         write_pages([("nope", "x", hyp)], {"p_l1": loc}, tmp_path / "out")
+
+
+def test_an_empty_line(tmp_path):
+    (tmp_path / "p.xml").write_text(PAGE_2019, encoding="utf-8")
+    shutil.copy(PAGES / f"{STEM}.jpg", tmp_path / "scan.jpg")
+    import_pages(tmp_path, tmp_path / "data")
+    locations = load_locations(tmp_path / "data" / LAYOUT_FILE)
+    empty = [("p_l1", "", Hypothesis("", 0.0, 0.0))]
+    (page,) = write_pages(empty, locations, tmp_path / "page", "page")
+    line = ET.parse(page).getroot().find(".//p:TextLine", P)
+    assert _names(line) == ["Coords", "TextEquiv"] and line.find("p:TextEquiv", P).get("conf") is None
+    # ALTO's TextLine needs a String: the empty line is left out of its block
+    (alto,) = write_pages(empty, locations, tmp_path / "alto", "alto")
+    assert ET.parse(alto).getroot().find(".//a:TextLine", A) is None
+    with pytest.raises(HwrError, match="unknown page format"):
+        write_pages(empty, locations, tmp_path / "x", "hocr")
