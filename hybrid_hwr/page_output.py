@@ -164,7 +164,10 @@ def _conf(value: float) -> str:
 
 def _image_name(location: LineLocation, out_dir: Path) -> str:
     """The page image relative to the folder of the written file (where readers look for it)."""
-    return Path(os.path.relpath(location.page.image.resolve(), out_dir.resolve())).as_posix()
+    try:
+        return Path(os.path.relpath(location.page.image.resolve(), out_dir.resolve())).as_posix()
+    except ValueError:  # another drive (Windows): no relative path
+        return location.page.image.resolve().as_posix()
 
 
 def _regions(lines: list[PageText]) -> list[tuple[str, list[PageText]]]:

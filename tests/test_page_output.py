@@ -100,6 +100,25 @@ def test_layout_with_scale_and_a_second_import(tmp_path):
     assert len(locations) == 24 and locations["p_l1"].page.key == "p"
 
 
+def test_locations_found_through_split_and_layout_option(round_trip, tmp_path, capsys):
+    from hybrid_hwr.page_output import find_locations
+    from hybrid_hwr.split import split_dataset
+
+    _, data = round_trip
+    split_dataset(data / "test.tsv", tmp_path / "s", valid=0.0, test=0.5)  # s/lines links to data/lines
+    splits = [p for p in (tmp_path / "s" / "train.tsv", tmp_path / "s" / "test.tsv") if p.is_file()]
+    ids = [line_id for split in splits for line_id, _ in read_transcriptions(split)]
+    assert len(ids) == 23  # one page: one group, in one of the two
+    assert set(find_locations(splits, ids=ids)) == set(load_locations(data / LAYOUT_FILE))
+    # an image given by itself needs --layout
+    image = data / "lines" / f"{ids[0]}.png"
+    with pytest.raises(HwrError, match=f"line {ids[0]} was not imported from a page"):
+        find_locations([image], ids=[ids[0]])
+    assert ids[0] in find_locations([image], layout=data / LAYOUT_FILE, ids=[ids[0]])
+    code, _, err = run(capsys, "decode", image, "--page-xml", tmp_path / "o", "--alto", tmp_path / "o")
+    assert code == 1 and "different folders" in err
+
+
 # --- PAGE 2019 ------------------------------------------------------------------------------
 
 NCNAME = re.compile(r"^[A-Za-z_][\w.-]*$")
