@@ -110,7 +110,8 @@ def _add_import(subparsers) -> None:
     p = subparsers.add_parser(
         "import", help="cut the text lines of PAGE/ALTO pages into a line dataset",
         description="Cut every text line of the PAGE or ALTO XML pages in PAGES_DIR along its polygon "
-        "(outside set to white) and write DATASET_DIR/lines/<id>.png and DATASET_DIR/<split>.tsv.",
+        "(outside set to white) and write DATASET_DIR/lines/<id>.png and DATASET_DIR/<split>.tsv; "
+        "DATASET_DIR/layout.json records where each line lies on its page (for decode --page-xml/--alto).",
     )
     p.add_argument("pages", metavar="PAGES_DIR", help="directory with *.xml (PAGE or ALTO) and their page images")
     p.add_argument("-o", "--output", required=True, metavar="DATASET_DIR", help="dataset directory to write")

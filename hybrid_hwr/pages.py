@@ -15,10 +15,12 @@ Formats (namespaces are ignored, so every schema version reads the same way):
 
 * PAGE (PcGts, 2010 .. 2019): ``Page@imageFilename``, ``TextLine/Coords@points``
   (``x,y x,y ...``, or the 2010 ``<Point x= y=/>`` children), the line's own
-  ``TextEquiv/Unicode`` (lowest ``@index`` first), else its words' texts joined by spaces.
+  ``TextEquiv/Unicode`` (lowest ``@index`` first), else its words' texts joined by spaces;
+  ``Baseline@points`` and the enclosing ``TextRegion@id`` are kept for the layout file.
 * ALTO (v2 .. v4): ``sourceImageInformation/fileName``, ``TextLine/Shape/Polygon@POINTS``
   (else the HPOS/VPOS/WIDTH/HEIGHT box), the line's ``CONTENT`` if it has one, else its
-  ``String@CONTENT`` joined by spaces (``HYP`` appended to the last word).
+  ``String@CONTENT`` joined by spaces (``HYP`` appended to the last word); a polyline
+  ``BASELINE`` (ALTO 4.2) and the enclosing ``TextBlock@ID`` are kept.
   ``MeasurementUnit`` mm10 and inch1200 are converted with the image's resolution.
 
 The page image is the file the XML names (relative to the XML file), else a file with
