@@ -110,7 +110,8 @@ def _add_import(subparsers) -> None:
     p = subparsers.add_parser(
         "import", help="cut the text lines of PAGE/ALTO pages into a line dataset",
         description="Cut every text line of the PAGE or ALTO XML pages in PAGES_DIR along its polygon "
-        "(outside set to white) and write DATASET_DIR/lines/<id>.png and DATASET_DIR/<split>.tsv.",
+        "(outside set to white) and write DATASET_DIR/lines/<id>.png and DATASET_DIR/<split>.tsv; "
+        "DATASET_DIR/layout.json records where each line lies on its page (for decode --page-xml/--alto).",
     )
     p.add_argument("pages", metavar="PAGES_DIR", help="directory with *.xml (PAGE or ALTO) and their page images")
     p.add_argument("-o", "--output", required=True, metavar="DATASET_DIR", help="dataset directory to write")
@@ -518,6 +519,12 @@ def _add_decode(subparsers) -> None:
                    "(skipped lines as {\"id\", \"skipped\": reason})")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted decode: skip the ids already in -o FILE and append to it")
+    page = p.add_argument_group("recognised text on its pages (lines cut by `hybrid-hwr import`)")
+    page.add_argument("--page-xml", metavar="DIR", help="write DIR/<page>.xml, PAGE 2019: each line's polygon, "
+                      "baseline, words with their boxes and confidences")
+    page.add_argument("--alto", metavar="DIR", help="write DIR/<page>.xml, ALTO v4 (pixel units)")
+    page.add_argument("--layout", metavar="FILE", help="the layout.json of `hybrid-hwr import` (default: the one "
+                      "next to each split file or its image folder)")
     p.set_defaults(run=_run_decode)
 
 
@@ -535,6 +542,19 @@ def _run_decode(args: argparse.Namespace) -> int:
                        "not to decode --emissions")
     if args.emissions and args.inputs:
         raise HwrError("--emissions decodes the matrices of its file: give no images or split files with it")
+    page_outputs = [(fmt, folder) for fmt, folder in (("page", args.page_xml), ("alto", args.alto)) if folder]
+    if args.page_xml and args.alto and Path(args.page_xml).resolve() == Path(args.alto).resolve():
+        raise HwrError("--page-xml and --alto write DIR/<page>.xml each: give them different folders")
+    if page_outputs and args.resume:
+        raise HwrError("--page-xml and --alto write whole pages: they cannot continue a --resume'd decode")
+    if page_outputs and args.emissions and not args.layout:
+        raise HwrError("--page-xml and --alto with --emissions need --layout FILE (the layout.json of the import)")
+    locations = None
+    if page_outputs:   # checked before decoding: a line without a page is an error now, not after an hour
+        from .page_output import find_locations
+
+        ids = None if args.emissions else [line.id for line in input_lines(args)]
+        locations = find_locations(args.inputs, args.images, args.layout, ids)
     if args.ctc:
         recognizer, settings = _ctc_recognizer(args, given)
         print(f"{PROG}: CTC outputs over {args.ctc}; decoding: {settings.describe('ctc')}", file=sys.stderr)
@@ -545,6 +565,7 @@ def _run_decode(args: argparse.Namespace) -> int:
         print(f"{PROG}: {settings_line(args.model, recognizer, settings)}", file=sys.stderr)
     if recognizer.lexicon_message:  # lexicon words the model cannot spell are reported, not silently dropped
         warn(recognizer.lexicon_message)
+    decoded = []
     finished = _finished_ids(args) if args.resume else set()
     details = open(args.details, "a" if args.resume else "w", encoding="utf-8") if args.details else None
 
@@ -576,6 +597,8 @@ def _run_decode(args: argparse.Namespace) -> int:
             if details is not None:
                 details.write(json.dumps({"id": line.id, **hyp.to_dict()}, ensure_ascii=False) + "\n")
                 details.flush()
+            if locations is not None:
+                decoded.append((line.id, settings.display_text(hyp), hyp))
             done += 1
     finally:
         if out is not sys.stdout:
@@ -584,6 +607,13 @@ def _run_decode(args: argparse.Namespace) -> int:
             details.close()
     if done == 0 and not finished:
         raise HwrError("no line could be decoded")
+    if page_outputs:
+        from .page_output import write_pages
+
+        for fmt, folder in page_outputs:
+            written = write_pages(decoded, locations, folder, fmt)
+            print(f"{PROG}: wrote {len(written)} {'PAGE' if fmt == 'page' else 'ALTO'} file(s) to {folder}",
+                  file=sys.stderr)
     if finished:
         print(f"{PROG}: resumed: {len(finished)} lines were already in {args.output}, {done} decoded now",
               file=sys.stderr)

@@ -6,15 +6,21 @@ the page and every pixel outside the polygon is set to white, then written as an
 
     <out>/lines/<page stem>_<line id>.png
     <out>/<split>.tsv                       id<TAB>text, UTF-8, NFC
+    <out>/layout.json                       where each line lies on its page (:func:`load_locations`)
+
+The layout file lets ``decode --page-xml/--alto`` put recognised words back on the
+page: x in a line image maps to ``(x0 + x) / scale`` on the page image.
 
 Formats (namespaces are ignored, so every schema version reads the same way):
 
 * PAGE (PcGts, 2010 .. 2019): ``Page@imageFilename``, ``TextLine/Coords@points``
   (``x,y x,y ...``, or the 2010 ``<Point x= y=/>`` children), the line's own
-  ``TextEquiv/Unicode`` (lowest ``@index`` first), else its words' texts joined by spaces.
+  ``TextEquiv/Unicode`` (lowest ``@index`` first), else its words' texts joined by spaces;
+  ``Baseline@points`` and the enclosing ``TextRegion@id`` are kept for the layout file.
 * ALTO (v2 .. v4): ``sourceImageInformation/fileName``, ``TextLine/Shape/Polygon@POINTS``
   (else the HPOS/VPOS/WIDTH/HEIGHT box), the line's ``CONTENT`` if it has one, else its
-  ``String@CONTENT`` joined by spaces (``HYP`` appended to the last word).
+  ``String@CONTENT`` joined by spaces (``HYP`` appended to the last word); a polyline
+  ``BASELINE`` (ALTO 4.2) and the enclosing ``TextBlock@ID`` are kept.
   ``MeasurementUnit`` mm10 and inch1200 are converted with the image's resolution.
 
 The page image is the file the XML names (relative to the XML file), else a file with
@@ -44,6 +50,8 @@ class PageLine:
     id: str
     text: str
     polygon: np.ndarray  # (N, 2) float64, x then y, in the XML's coordinates
+    baseline: np.ndarray | None = None  # (N, 2), same coordinates, when the XML gives one
+    region: str | None = None  # id of the enclosing TextRegion / TextBlock
 
 
 @dataclass
@@ -115,6 +123,7 @@ def _read_page_xml(root, xml_path: Path) -> PageLayout:
     layout = PageLayout(
         xml_path, "page", page.get("imageFilename"), _float_attr(page, "imageWidth"), _float_attr(page, "imageHeight")
     )
+    regions = _regions(page, "TextRegion", "id")
     for number, line in enumerate(_descendants(page, "TextLine"), start=1):
         line_id = line.get("id") or f"l{number:04d}"
         where = f"{xml_path}: line {line_id}"
@@ -126,8 +135,24 @@ def _read_page_xml(root, xml_path: Path) -> PageLayout:
         else:  # PAGE 2010: <Point x= y=/> children
             points = [(_float_attr(p, "x"), _float_attr(p, "y")) for p in _children(coords[0], "Point")]
             polygon = np.asarray([p for p in points if None not in p], dtype=np.float64).reshape(-1, 2)
-        layout.lines.append(PageLine(line_id, _page_text(line), polygon))
+        baseline = None
+        for node in _children(line, "Baseline"):
+            baseline = _parse_points(node.get("points"), where)
+        layout.lines.append(PageLine(line_id, _page_text(line), polygon, _baseline(baseline), regions.get(line)))
     return layout
+
+
+def _regions(root, name: str, id_attr: str) -> dict:
+    """TextLine element -> id of the innermost enclosing ``name`` element."""
+    regions = {}
+    for region in _descendants(root, name):
+        for line in _descendants(region, "TextLine"):
+            regions[line] = region.get(id_attr)  # inner regions come later in document order and win
+    return regions
+
+
+def _baseline(points: np.ndarray | None) -> np.ndarray | None:
+    return points if points is not None and len(points) >= 2 else None
 
 
 def _text_equiv(element) -> str | None:
@@ -165,6 +190,7 @@ def _read_alto(root, xml_path: Path) -> PageLayout:
     layout = PageLayout(
         xml_path, "alto", image_name or None, _float_attr(page, "WIDTH"), _float_attr(page, "HEIGHT"), unit
     )
+    regions = _regions(root, "TextBlock", "ID")
     for number, line in enumerate(_descendants(root, "TextLine"), start=1):
         line_id = line.get("ID") or f"l{number:04d}"
         where = f"{xml_path}: line {line_id}"
@@ -189,7 +215,12 @@ def _read_alto(root, xml_path: Path) -> PageLayout:
                 elif name == "HYP" and words:
                     words[-1] += child.get("CONTENT") or ""
             text = " ".join(w for w in words if w)
-        layout.lines.append(PageLine(line_id, normalize_text(text), polygon))
+        # ALTO 4.2 BASELINE is a polyline; older versions give a single y, not kept
+        try:
+            baseline = _baseline(_parse_points(line.get("BASELINE"), where))
+        except HwrError:
+            baseline = None
+        layout.lines.append(PageLine(line_id, normalize_text(text), polygon, baseline, regions.get(line)))
     return layout
 
 
@@ -233,16 +264,22 @@ def _image_dpi(path: Path) -> float:
     return float(dpi[0]) if dpi and dpi[0] else 300.0
 
 
-def cut_line(page: np.ndarray, polygon: np.ndarray) -> np.ndarray | None:
-    """Crop the polygon's bounding box from a gray page, white outside the polygon (None if empty)."""
-    from PIL import Image, ImageDraw
-
-    height, width = page.shape
+def crop_box(polygon: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``x0, y0, x1, y1``: the pixels :func:`cut_line` crops from a page of ``shape`` (empty if x1 <= x0 or y1 <= y0)."""
+    height, width = shape[:2]
     x0 = max(int(math.floor(polygon[:, 0].min())), 0)
     y0 = max(int(math.floor(polygon[:, 1].min())), 0)
     # coordinates are pixel corners: a box from x=10 to x=20 covers 10 columns (at least one)
     x1 = min(max(int(math.ceil(polygon[:, 0].max())), x0 + 1), width)
     y1 = min(max(int(math.ceil(polygon[:, 1].max())), y0 + 1), height)
+    return x0, y0, x1, y1
+
+
+def cut_line(page: np.ndarray, polygon: np.ndarray) -> np.ndarray | None:
+    """Crop the polygon's bounding box from a gray page, white outside the polygon (None if empty)."""
+    from PIL import Image, ImageDraw
+
+    x0, y0, x1, y1 = crop_box(polygon, page.shape)
     if x1 <= x0 or y1 <= y0:
         return None
     mask = Image.new("L", (x1 - x0, y1 - y0), 0)
@@ -310,6 +347,7 @@ def import_pages(
         on_error(message)
 
     records: list[tuple[str, str]] = []
+    locations: list[LineLocation] = []
     seen: dict[str, Path] = {}
     iterator = xml_files
     if progress:
@@ -331,6 +369,8 @@ def import_pages(
             factor *= dpi / 254.0 if layout.unit == "mm10" else dpi / 1200.0
         elif layout.width and layout.height and (layout.width, layout.height) != (page.shape[1], page.shape[0]):
             factor = np.array([page.shape[1] / layout.width, page.shape[0] / layout.height])
+        info = PageInfo(xml_path.stem, image_path, xml_path, layout.format, page.shape[1], page.shape[0])
+        pixels = factor.copy()  # XML coordinates -> pixels of the page image as it is on disk
         if scale != 1.0:
             size = (max(round(page.shape[1] * scale), 1), max(round(page.shape[0] * scale), 1))
             page = np.asarray(Image.fromarray(page).resize(size, Image.LANCZOS), dtype=np.uint8)
@@ -352,12 +392,120 @@ def import_pages(
             Image.fromarray(gray).save(lines_dir / f"{line_id}.png", optimize=False)
             seen[line_id] = xml_path
             records.append((line_id, line.text))
+            x0, y0, _, _ = crop_box(line.polygon * factor, page.shape)
+            baseline = line.baseline * pixels if line.baseline is not None else None
+            locations.append(LineLocation(line_id, info, line.id, line.region, line.polygon * pixels, baseline,
+                                          x0, y0, scale))
     if not records:
         raise HwrError(f"{pages_dir}: no text line could be imported")
     _write_split(out_dir / f"{split_name}.tsv", records)
+    save_locations(out_dir, locations)
     return len(records)
 
 
 def _write_split(path: Path, records: list[tuple[str, str]]) -> None:
     """Write ``id<TAB>text`` lines atomically (a crash leaves the old file or the new one)."""
     atomic_write_text(path, "".join(f"{line_id}\t{text}\n" for line_id, text in records))
+
+
+# ---------------------------------------------------------------------------------------
+# Where each imported line lies on its page (DATA/layout.json)
+
+LAYOUT_FILE = "layout.json"
+
+
+@dataclass
+class PageInfo:
+    """One imported page: its key (the XML file's stem), files and size in pixels of the image on disk."""
+
+    key: str
+    image: Path
+    xml: Path
+    format: str
+    width: int
+    height: int
+
+
+@dataclass
+class LineLocation:
+    """Where a line image came from: ``(x0 + x) / scale, (y0 + y) / scale`` on the page image is its pixel (x, y)."""
+
+    id: str                 # dataset line id
+    page: PageInfo
+    line_id: str            # the line's id in the page XML
+    region: str | None
+    polygon: np.ndarray     # (N, 2) in pixels of the page image on disk
+    baseline: np.ndarray | None
+    x0: int                 # crop offset in the page resized by ``scale``
+    y0: int
+    scale: float
+
+    def to_page(self, x, y):
+        return (self.x0 + np.asarray(x, float)) / self.scale, (self.y0 + np.asarray(y, float)) / self.scale
+
+
+def _points(array) -> list | None:
+    return None if array is None else [[round(float(x), 3), round(float(y), 3)] for x, y in array]
+
+
+def save_locations(out_dir: str | Path, locations: list[LineLocation]) -> Path:
+    """Write (atomically) ``out_dir/layout.json``; pages imported before into the same folder keep their lines.
+
+    Paths are stored relative to ``out_dir``, so the dataset and the pages can move together.
+    """
+    import json
+    import os
+
+    out_dir = Path(out_dir)
+    path = out_dir / LAYOUT_FILE
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError, UnicodeDecodeError):
+        previous = {}  # unreadable: rewritten from this import alone
+    pages = previous.get("pages", {}) if isinstance(previous.get("pages"), dict) else {}
+    lines = previous.get("lines", {}) if isinstance(previous.get("lines"), dict) else {}
+    imported = {loc.page.key for loc in locations}
+    lines = {k: v for k, v in lines.items() if isinstance(v, dict) and v.get("page") not in imported}
+
+    def relative(p: Path) -> str:
+        return Path(os.path.relpath(p.resolve(), out_dir.resolve())).as_posix()
+
+    for loc in locations:
+        pages[loc.page.key] = {"image": relative(loc.page.image), "xml": relative(loc.page.xml),
+                               "format": loc.page.format, "width": loc.page.width, "height": loc.page.height}
+        lines[loc.id] = {"page": loc.page.key, "line": loc.line_id, "region": loc.region,
+                         "polygon": _points(loc.polygon), "baseline": _points(loc.baseline),
+                         "x0": loc.x0, "y0": loc.y0, "scale": loc.scale}
+    # one line per entry: readable, and a diff of two imports shows the lines that moved
+    def entries(d):
+        return ",\n".join(f" {json.dumps(k, ensure_ascii=False)}: {json.dumps(v, ensure_ascii=False)}" for k, v in d.items())
+
+    text = f'{{"pages": {{\n{entries(pages)}\n}},\n"lines": {{\n{entries(lines)}\n}}}}\n'
+    atomic_write_text(path, text)
+    return path
+
+
+def load_locations(path: str | Path) -> dict[str, LineLocation]:
+    """Dataset line id -> :class:`LineLocation`, from a ``layout.json`` written by :func:`import_pages`."""
+    import json
+    import os
+
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        def resolve(name):
+            return Path(os.path.normpath(path.parent / name))
+
+        pages = {key: PageInfo(key, resolve(p["image"]), resolve(p["xml"]), str(p["format"]),
+                               int(p["width"]), int(p["height"])) for key, p in raw["pages"].items()}
+        out = {}
+        for line_id, v in raw["lines"].items():
+            baseline = np.asarray(v["baseline"], float).reshape(-1, 2) if v.get("baseline") else None
+            out[line_id] = LineLocation(line_id, pages[v["page"]], str(v["line"]), v.get("region"),
+                                        np.asarray(v["polygon"], float).reshape(-1, 2), baseline,
+                                        int(v["x0"]), int(v["y0"]), float(v["scale"]))
+        return out
+    except OSError as exc:
+        raise HwrError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise HwrError(f"{path}: not a layout file written by `hybrid-hwr import` ({exc!r})") from None
