@@ -17,10 +17,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import os
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from . import __version__
 from .argtypes import any_int, finite_float, non_negative_float, non_negative_int, positive_float, positive_int
 from .batch import line_features, warn
 from .data import Line, read_inputs, read_transcriptions
-from .fileio import atomic_write_text, directory_lock
+from .fileio import AtomicNpzWriter, RecordFile, atomic_write_text, complete_records, directory_lock
 from .text import LANGUAGES
 from .errors import HwrError
 
@@ -65,41 +64,6 @@ def input_lines(args: argparse.Namespace) -> list[Line]:
     if not lines:
         raise HwrError("no input lines")
     return lines
-
-
-class AtomicNpzWriter:
-    """Writes arrays one by one into ``path`` (.npz, no pickle); the file appears only on ``commit``."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
-        self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
-        self.count = 0
-
-    def add(self, name: str, array: np.ndarray) -> None:
-        with self._zip.open(f"{name}.npy", "w", force_zip64=True) as handle:
-            np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
-        self.count += 1
-
-    def commit(self) -> None:
-        self._zip.close()
-        os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        self._zip.close()
-        self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> "AtomicNpzWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 # ---------------------------------------------------------------------------------------
@@ -567,12 +531,11 @@ def _run_decode(args: argparse.Namespace) -> int:
         warn(recognizer.lexicon_message)
     decoded = []
     finished = _finished_ids(args) if args.resume else set()
-    details = open(args.details, "a" if args.resume else "w", encoding="utf-8") if args.details else None
+    details = _details_file(args.details, finished if args.resume else None) if args.details else None
 
     def skipped(line_id, reason):   # also recorded in the details, so a reader knows which lines are missing
         if details is not None:
-            details.write(json.dumps({"id": line_id, "skipped": reason}, ensure_ascii=False) + "\n")
-            details.flush()
+            details.write(json.dumps({"id": line_id, "skipped": reason}, ensure_ascii=False))
 
     if args.ctc:
         results = progress(_ctc_results(recognizer, args.emissions, finished, skipped), desc="decode")
@@ -587,21 +550,25 @@ def _run_decode(args: argparse.Namespace) -> int:
     else:
         lines = [line for line in input_lines(args) if line.id not in finished]
         results = map_line_images(lines, recognizer.decode_image, args.jobs, "decoding", "decode", on_skip=skipped)
-    out = open(args.output, "a" if args.resume else "w", encoding="utf-8") if args.output else sys.stdout
+    out = RecordFile(args.output, append=args.resume) if args.output else None
     done = 0
     try:
         for line, hyp in results:
-            # lexicon words are tokens ("l'", "État", ","): written text joins them back; one write per line
-            out.write(f"{line.id}\t{settings.display_text(hyp)}\n")
-            out.flush()
+            # details first: a kill between the two writes leaves a record that --resume drops and redoes
             if details is not None:
-                details.write(json.dumps({"id": line.id, **hyp.to_dict()}, ensure_ascii=False) + "\n")
-                details.flush()
+                details.write(json.dumps({"id": line.id, **hyp.to_dict()}, ensure_ascii=False))
+            # lexicon words are tokens ("l'", "État", ","): written text joins them back; one write per line
+            row = f"{line.id}\t{settings.display_text(hyp)}"
+            if out is None:
+                sys.stdout.write(row + "\n")
+                sys.stdout.flush()
+            else:
+                out.write(row)
             if locations is not None:
                 decoded.append((line.id, settings.display_text(hyp), hyp))
             done += 1
     finally:
-        if out is not sys.stdout:
+        if out is not None:
             out.close()
         if details is not None:
             details.close()
@@ -624,17 +591,28 @@ def _finished_ids(args: argparse.Namespace) -> set[str]:
     """Ids already written to decode's -o file; a last line cut short by an interruption is removed."""
     if not args.output:
         raise HwrError("--resume continues the output file: give it with -o FILE")
-    path = Path(args.output)
-    if not path.is_file():
-        return set()
-    data = path.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
-        path.write_bytes(complete)
     try:
-        return {row.split("\t", 1)[0] for row in complete.decode("utf-8").splitlines() if row}
+        return {row.split("\t", 1)[0] for row in complete_records(args.output).decode("utf-8").splitlines() if row}
     except UnicodeDecodeError:
-        raise HwrError(f"{path}: not a UTF-8 hypotheses file; cannot resume it") from None
+        raise HwrError(f"{args.output}: not a UTF-8 hypotheses file; cannot resume it") from None
+
+
+def _details_file(path, finished: set[str] | None) -> RecordFile:
+    """decode's --details file; when resuming, only the records of lines in -o are kept (the
+    others, e.g. skipped lines or a record written just before a kill, are tried again)."""
+    import json
+
+    if finished is None:
+        return RecordFile(path)
+    kept = []
+    for row in complete_records(path).decode("utf-8", errors="replace").splitlines():
+        try:
+            if json.loads(row).get("id") in finished:
+                kept.append(row + "\n")
+        except (json.JSONDecodeError, AttributeError):
+            continue
+    atomic_write_text(path, "".join(kept))
+    return RecordFile(path, append=True)
 
 
 def _ctc_recognizer(args, given):
@@ -1023,7 +1001,11 @@ def _run(args: argparse.Namespace) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"{PROG}: error: {where}{_one_line(exc.strerror or exc)}", file=sys.stderr)
+        full = "disk full: " if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        print(f"{PROG}: error: {where}{full}{_one_line(exc.strerror or exc)}", file=sys.stderr)
+    except MemoryError as exc:   # e.g. layers or batches far larger than the machine
+        print(f"{PROG}: error: out of memory ({_one_line(exc) if str(exc) else 'no details'}); "
+              "try smaller settings", file=sys.stderr)
     except Exception as exc:  # a bug: still one line, the traceback on request
         if os.environ.get("HYBRID_HWR_DEBUG"):
             raise
