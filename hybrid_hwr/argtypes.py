@@ -57,3 +57,20 @@ def non_negative_int(text: str) -> int:
 
 def any_int(text: str) -> int:
     return _number(text, "an integer", int)
+
+
+def int_upto(high: int, low: int = 1):
+    """An integer type in [low, high]: counts whose absurd values would run for days or
+    exhaust memory (e.g. --mixtures 100000000) are refused at parsing."""
+    def parse(text: str) -> int:
+        value = _number(text, "an integer", int)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer from {low} to {high}"
+    return parse
+
+
+# upper bounds of counts (far above any useful value)
+MAX_JOBS = 256

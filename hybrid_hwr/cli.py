@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .argtypes import any_int, finite_float, non_negative_float, non_negative_int, positive_float, positive_int
+from .argtypes import MAX_JOBS, any_int, finite_float, int_upto, non_negative_float, positive_float, positive_int
 from .batch import line_features, warn
 from .data import Line, read_inputs, read_transcriptions
 from .fileio import AtomicNpzWriter, RecordFile, atomic_write_text, complete_records, directory_lock
@@ -52,7 +52,7 @@ def dataset_parent() -> argparse.ArgumentParser:
         "--images", metavar="DIR", help="read the images of split files from DIR/<id>.png (IAM: the lines/ root)"
     )
     group.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N lines")
-    group.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="run over N processes (default 1)")
+    group.add_argument("--jobs", type=int_upto(MAX_JOBS), default=1, metavar="N", help="run over N processes (default 1)")
     group.add_argument("--allow-outside-paths", action="store_true",
                        help="let line ids name images outside the image folder (e.g. '../x'; refused by default)")
     return parent
@@ -119,7 +119,7 @@ def _add_evaluate(subparsers) -> None:
     p.add_argument("--lang", choices=(*LANGUAGES, "none"), default="en",
                    help="tokeniser conventions (default en; none: no tokenisation)")
     p.add_argument("--details", metavar="FILE", help="write per-line counts (TSV with a header) to FILE")
-    p.add_argument("--resamples", type=positive_int, default=1000, metavar="N", help="bootstrap resamples (1000)")
+    p.add_argument("--resamples", type=int_upto(1_000_000), default=1000, metavar="N", help="bootstrap resamples (1000)")
     p.add_argument("--seed", type=any_int, default=0, help="bootstrap random seed (0)")
     p.set_defaults(run=_run_evaluate)
 
@@ -249,9 +249,9 @@ def _add_train(subparsers) -> None:
     p.add_argument("--init-model", metavar="DIR",
                    help="start from this model (for mlp: the HMM whose forced alignments are the targets, a "
                    "GMM-HMM or, for another realignment round, a hybrid)")
-    p.add_argument("--states", type=positive_int, default=defaults.states, help="emitting states per character")
-    p.add_argument("--mixtures", type=positive_int, default=defaults.mixtures, help="Gaussians per state at the end")
-    p.add_argument("--iterations", type=positive_int, default=defaults.iterations,
+    p.add_argument("--states", type=int_upto(100), default=defaults.states, help="emitting states per character")
+    p.add_argument("--mixtures", type=int_upto(1024), default=defaults.mixtures, help="Gaussians per state at the end")
+    p.add_argument("--iterations", type=int_upto(1000), default=defaults.iterations,
                    help="re-estimation iterations per mixture stage")
     p.add_argument("--states-from", metavar="MODEL_DIR",
                    help="states per character from the mean character lengths of this model's alignments "
@@ -264,7 +264,7 @@ def _add_train(subparsers) -> None:
     mlp = p.add_argument_group("hybrid MLP (--emission mlp)")
     mlp.add_argument("--hidden", default="1024", metavar="N[,N...]",
                      help="hidden layer sizes, e.g. 1024 (shallow) or 512,512,512 (deep)")
-    mlp.add_argument("--context", type=non_negative_int, default=4, metavar="K", help="input frames t-K..t+K (default 4)")
+    mlp.add_argument("--context", type=int_upto(100, low=0), default=4, metavar="K", help="input frames t-K..t+K (default 4)")
     mlp.add_argument("--epochs", type=positive_int, default=30, help="maximum number of epochs")
     mlp.add_argument("--max-minutes", type=positive_float, help="stop training after this many minutes")
     mlp.add_argument("--prior-scale", type=non_negative_float, default=1.0,
@@ -282,14 +282,17 @@ def _add_train(subparsers) -> None:
     mlp.add_argument("--mlp-input", choices=("handcrafted", "pixels"), help="MLP input (default: the initial model's features)")
     mlp.add_argument("--realign", action="store_true", help="realign with the hybrid model and train once more")
     mlp.add_argument("--seed", type=any_int, default=0, help="seed of the MLP initialisation and shuffling")
-    mlp.add_argument("--threads", type=positive_int, default=1, metavar="N",
+    mlp.add_argument("--threads", type=int_upto(MAX_JOBS), default=1, metavar="N",
                      help="BLAS threads while training (default 1: two threads only pay on an otherwise idle machine)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N lines of each split")
-    p.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="accumulate over N processes")
+    p.add_argument("--jobs", type=int_upto(MAX_JOBS), default=1, metavar="N", help="accumulate over N processes")
     p.add_argument("--resume", action="store_true", help="continue the run saved in MODEL_DIR")
     p.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help="model directory to write")
     # the MLP options, to refuse them for a GMM rather than ignore them
     p.set_defaults(run=_run_train, mlp_options=[(a.dest, a.default, a.option_strings[0]) for a in mlp._group_actions])
+    # and the GMM-HMM options, to refuse them for a hybrid (which keeps its initial model's HMMs)
+    p.set_defaults(gmm_options=[(a.dest, a.default, a.option_strings[0]) for a in p._actions
+                                if a.dest in ("states", "mixtures", "iterations", "states_from", "init", "method")])
 
 
 def _read_splits(args: argparse.Namespace):
@@ -312,6 +315,11 @@ def _run_train(args: argparse.Namespace) -> int:
 
         if not args.init_model:
             raise HwrError("--emission mlp needs --init-model DIR (the HMM whose forced alignments are the targets)")
+        if args.resume:
+            raise HwrError("--resume continues GMM-HMM training; a hybrid MLP is trained again (drop --resume)")
+        gmm_only = [option for dest, default, option in args.gmm_options if getattr(args, dest) != default]
+        if gmm_only:
+            raise HwrError(f"{', '.join(gmm_only)}: options of --emission gmm; a hybrid keeps the HMMs of --init-model")
         try:
             hidden = tuple(int(n) for n in args.hidden.split(","))
         except ValueError:
@@ -454,19 +462,19 @@ def _add_decode(subparsers) -> None:
     p.add_argument("--char-penalty", type=finite_float,
                    help="character insertion penalty without lexicon (positive: fewer characters; default 0)")
     p.add_argument("--beam", type=positive_float, help=f"pruning beam (default {DEFAULT_BEAM})")
-    p.add_argument("--max-active", type=positive_int,
+    p.add_argument("--max-active", type=int_upto(100_000),
                    help=f"at most this many tokens per frame (default {DEFAULT_MAX_ACTIVE})")
     p.add_argument("--unk-beam", type=positive_float,
                    help=f"open vocabulary: pruning beam of the tokens inside out-of-lexicon words "
                    f"(default {DEFAULT_UNK_BEAM:g}; never wider than --beam)")
-    p.add_argument("--unk-max-active", type=positive_int,
+    p.add_argument("--unk-max-active", type=int_upto(100_000),
                    help=f"open vocabulary: at most this many tokens inside out-of-lexicon words per frame "
                    f"(default {DEFAULT_UNK_MAX_ACTIVE})")
     p.add_argument("--prior-scale", type=non_negative_float, metavar="KAPPA",
                    help="hybrid MLP models: scaled likelihoods log p(s|x) - KAPPA log p(s) (default: decoder.json's "
                    "prior_scale, else the network's own, normally 1; with --emissions give it to "
                    "`hybrid-hwr emissions` instead)")
-    p.add_argument("--nbest", type=positive_int, default=1, help="n-best list length (written with --details)")
+    p.add_argument("--nbest", type=int_upto(1000), default=1, help="n-best list length (written with --details)")
     p.add_argument("--lang", choices=LANGUAGES,
                    help="tokeniser conventions for joining lexicon words into text (default en)")
     p.add_argument("--emissions", metavar="FILE.npz|DIR",
@@ -506,6 +514,10 @@ def _run_decode(args: argparse.Namespace) -> int:
                        "not to decode --emissions")
     if args.emissions and args.inputs:
         raise HwrError("--emissions decodes the matrices of its file: give no images or split files with it")
+    if args.emissions and args.jobs > 1:
+        warn("--jobs ignored: decode --emissions searches its matrices in one process")
+    if args.nbest > 1 and not args.details:
+        warn(f"--nbest {args.nbest}: the n-best lists are written to --details FILE only; -o gets the best text")
     page_outputs = [(fmt, folder) for fmt, folder in (("page", args.page_xml), ("alto", args.alto)) if folder]
     if args.page_xml and args.alto and Path(args.page_xml).resolve() == Path(args.alto).resolve():
         raise HwrError("--page-xml and --alto write DIR/<page>.xml each: give them different folders")
@@ -513,11 +525,12 @@ def _run_decode(args: argparse.Namespace) -> int:
         raise HwrError("--page-xml and --alto write whole pages: they cannot continue a --resume'd decode")
     if page_outputs and args.emissions and not args.layout:
         raise HwrError("--page-xml and --alto with --emissions need --layout FILE (the layout.json of the import)")
+    all_lines = None if args.emissions or args.ctc else input_lines(args)   # a bad split file fails before the model loads
     locations = None
     if page_outputs:   # checked before decoding: a line without a page is an error now, not after an hour
         from .page_output import find_locations
 
-        ids = None if args.emissions else [line.id for line in input_lines(args)]
+        ids = None if args.emissions else [line.id for line in all_lines]
         locations = find_locations(args.inputs, args.images, args.layout, ids)
     if args.ctc:
         recognizer, settings = _ctc_recognizer(args, given)
@@ -548,7 +561,7 @@ def _run_decode(args: argparse.Namespace) -> int:
                             for line_id, hyp in recognizer.decode_emissions(args.emissions, bad_array, finished)),
                            desc="decode")
     else:
-        lines = [line for line in input_lines(args) if line.id not in finished]
+        lines = [line for line in all_lines if line.id not in finished]
         results = map_line_images(lines, recognizer.decode_image, args.jobs, "decoding", "decode", on_skip=skipped)
     out = RecordFile(args.output, append=args.resume) if args.output else None
     done = 0
@@ -718,7 +731,7 @@ def _add_demo(subparsers) -> None:
     p.add_argument("--model", metavar="DIR", help="model directory (default: the bundled default model)")
     p.add_argument("--output", metavar="DIR", help="also write DIR/index.html and the line images")
     p.add_argument("--limit", type=positive_int, metavar="N", help="decode only the first N test lines")
-    p.add_argument("--jobs", type=positive_int, metavar="N", help="run over N processes (default 2)")
+    p.add_argument("--jobs", type=int_upto(MAX_JOBS), metavar="N", help="run over N processes (default 2)")
     p.set_defaults(run=_run_demo)
 
 
@@ -794,9 +807,11 @@ def _add_tune(subparsers) -> None:
                                                                   "open_vocab"),
                    help="only these modes (default: every mode the files allow)")
     p.add_argument("--beam", type=positive_float, help=f"search beam (default: decoder.json's, else {DEFAULT_TUNE_BEAM:g})")
-    p.add_argument("--rounds", type=positive_int, default=2, help="coordinate-search rounds (default 2)")
+    p.add_argument("--rounds", type=int_upto(100), default=2, help="coordinate-search rounds (default 2)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N validation lines")
-    p.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="run over N processes (default 1)")
+    p.add_argument("--allow-outside-paths", action="store_true",
+                   help="let line ids name images outside the image folder (refused by default)")
+    p.add_argument("--jobs", type=int_upto(MAX_JOBS), default=1, metavar="N", help="run over N processes (default 1)")
     p.set_defaults(run=_run_tune)
 
 

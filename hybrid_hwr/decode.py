@@ -354,7 +354,8 @@ class Recognizer:
         self.char_lm_model = _load_lm_arg(char_lm, "char_lm")
         if self.char_lm_model is not None and SPACE_TOKEN not in self.char_lm_model:
             # a word LM here would score every character as <unk>: refuse it rather than decode nonsense
-            raise HwrError(f"char_lm {char_lm}: no {SPACE_TOKEN} token, so not a character LM "
+            name = char_lm if isinstance(char_lm, (str, os.PathLike)) else _lm_name(char_lm)
+            raise HwrError(f"character LM {name}: no {SPACE_TOKEN} token, so not a character LM "
                            "(build one with `hybrid-hwr build-lm --unit char`)")
         char_tokens = char_lm_symbols(symbols)
         if space < 0:
@@ -907,3 +908,9 @@ def read_emissions(path, n_states: int | None = None, on_bad=None):
             raise HwrError(problem)
         else:
             on_bad(name, problem)
+
+
+def _lm_name(lm) -> str:
+    """The file a loaded KenLM model was read from (for messages)."""
+    path = getattr(lm, "path", None)
+    return path.decode("utf-8", "replace") if isinstance(path, bytes) else str(path or lm)

@@ -38,6 +38,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from .errors import HwrError
+from .fileio import atomic_path, glob_escape, remove_stale_temporaries
 from .text import SPACE_TOKEN, char_tokens, tokenize
 
 LN10 = math.log(10.0)
@@ -218,8 +219,9 @@ def build_lm(corpus_paths: Sequence[str | os.PathLike], order: int,
             _run(command + ["--discount_fallback"], "lmplz")
 
         arpa = work / "lm.arpa"
-        partial = out_path.with_name(out_path.name + ".part")   # an interrupted earlier build's is overwritten
-        try:
+        # interrupted or full-disk writes leave no half LM; a killed build's temporary is removed by the next
+        remove_stale_temporaries(out_path.parent, (glob_escape(out_path.name) + ".part",))   # older builds' name
+        with atomic_path(out_path) as partial:
             if name.endswith(".arpa.gz"):
                 with open(arpa, "rb") as src, gzip.open(partial, "wb", compresslevel=9) as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
@@ -227,14 +229,11 @@ def build_lm(corpus_paths: Sequence[str | os.PathLike], order: int,
                 shutil.move(arpa, partial)
             else:
                 arpa_to_binary(arpa, partial)
-            os.replace(partial, out_path)
-        except BaseException:   # disk full, interrupted: no half-written LM left behind
-            partial.unlink(missing_ok=True)
-            raise
         if binary_path is not None:
             source = out_path if name.endswith((".arpa", ".arpa.gz")) else None
             if source is None:
-                shutil.copyfile(out_path, binary_path)
+                with atomic_path(binary_path) as tmp:
+                    shutil.copyfile(out_path, tmp)
             else:
                 arpa_to_binary(source, binary_path)
     return out_path
@@ -251,10 +250,9 @@ def arpa_to_binary(arpa_path: str | os.PathLike, binary_path: str | os.PathLike,
     if data_structure not in ("trie", "probing"):
         raise HwrError(f"KenLM data structure must be 'trie' or 'probing', not {data_structure!r}")
     binary_path = Path(binary_path)
-    partial = binary_path.with_name(binary_path.name + ".part")
-    _run([str(find_kenlm_binary("build_binary")), "-s", data_structure,
-          str(arpa_path), str(partial)], "build_binary")
-    os.replace(partial, binary_path)
+    with atomic_path(binary_path) as partial:
+        _run([str(find_kenlm_binary("build_binary")), "-s", data_structure,
+              str(arpa_path), str(partial)], "build_binary")
     return binary_path
 
 

@@ -58,6 +58,7 @@ from hybrid_hwr.errors import HwrError
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 SOLVERS = ("adam", "sgd")
+MAX_LAYER, MAX_LAYERS, MAX_CONTEXT = 65536, 32, 100   # far above useful sizes: larger would exhaust memory
 # Rows per forward pass at evaluation time: big enough for BLAS, small enough for memory.
 EVAL_CHUNK = 4096
 # Adam's constants (Kingma & Ba defaults).
@@ -384,8 +385,10 @@ class MlpEmission:
             bad(f"hidden_layers must be a list of layer sizes, got {self.hidden_layers!r}")
         if any(n < 1 for n in hidden):
             bad(f"hidden layer sizes must be positive, got {hidden}")
-        if not (isinstance(self.context, (int, np.integer)) and self.context >= 0):
-            bad(f"context must be a non-negative integer, got {self.context!r}")
+        if any(n > MAX_LAYER for n in hidden) or len(hidden) > MAX_LAYERS:   # would exhaust memory, not train
+            bad(f"at most {MAX_LAYERS} hidden layers of at most {MAX_LAYER} units, got {hidden}")
+        if not (isinstance(self.context, (int, np.integer)) and 0 <= self.context <= MAX_CONTEXT):
+            bad(f"context must be an integer from 0 to {MAX_CONTEXT}, got {self.context!r}")
         if self.activation not in ACTIVATIONS:
             bad(f"unknown activation {self.activation!r} (one of {', '.join(ACTIVATIONS)})")
         if self.solver not in SOLVERS:

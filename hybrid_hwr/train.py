@@ -250,9 +250,16 @@ def train_gmm_hmm(train_lines: list[Line], out_dir, config: TrainConfig, valid_l
             if changed:   # a resumed run is the saved run: other settings would mix two trainings
                 warn(f"--resume continues with the saved settings; ignored: {', '.join(changed)}")
             config = kept
+        if init_model is not None:
+            warn(f"--init-model {init_model} ignored: --resume continues the model saved in {out_dir}")
         log(f"resuming from {out_dir} after iteration {len(model.history.get('iterations', []))}")
     elif init_model is not None:
         model = load_model(init_model) if not isinstance(init_model, HwrModel) else init_model
+    if model is not None and model.emission_type != "gmm":   # GMM re-estimation needs GMMs to start from
+        where = f"the model in {out_dir} (--resume)" if resume and (out_dir / MODEL_FILE).exists() \
+            else f"initial model {init_model}"
+        raise HwrError(f"{where} is an {model.emission_type.upper()}-HMM; GMM-HMM training continues a GMM-HMM "
+                       "(a hybrid is trained with --emission mlp)")
     frontend = model.frontend if model is not None else (frontend or FrontEnd())
 
     t_start = time.time()

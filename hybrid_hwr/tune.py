@@ -27,7 +27,7 @@ import numpy as np
 
 from .demo import DECODER_FILE, DecoderSettings
 from .errors import HwrError
-from .fileio import atomic_write_text
+from .fileio import RecordFile, atomic_write_text
 
 POINTS_FILE = "points.jsonl"
 DEFAULT_TUNE_BEAM = 150.0
@@ -119,8 +119,8 @@ class Tuner:
             hyps = {i: settings.display_text(h) for i, h in zip(ids, ordered_map(_decode_one, ids, self.jobs))}
             score = score_corpus([(line.id, line.text) for line in self.lines], hyps, self.lang)
             self.cache[key] = (score.cer, score.wer)
-            with open(self.points_path, "a", encoding="utf-8") as handle:   # one whole record per write
-                handle.write(json.dumps({"key": key, "cer": score.cer, "wer": score.wer}) + "\n")
+            with RecordFile(self.points_path, append=True) as handle:   # one whole record per write
+                handle.write(json.dumps({"key": key, "cer": score.cer, "wer": score.wer}))
             self.decoded += 1
         cer, wer = self.cache[key]
         return Point(settings, cer, wer)
