@@ -514,6 +514,8 @@ def _run_decode(args: argparse.Namespace) -> int:
                        "not to decode --emissions")
     if args.emissions and args.inputs:
         raise HwrError("--emissions decodes the matrices of its file: give no images or split files with it")
+    if args.resume and not args.output:
+        raise HwrError("--resume continues the output file: give it with -o FILE")
     if args.emissions and args.jobs > 1:
         warn("--jobs ignored: decode --emissions searches its matrices in one process")
     if args.nbest > 1 and not args.details:

@@ -48,6 +48,12 @@ def files(tmp_path_factory):
     description["arrays_sha256"] = hashlib.sha256(payload).hexdigest()
     (truncated / "model.json").write_text(json.dumps(description))
     f["truncated"] = truncated
+    # the default model without its decoder.json: a character loop, quick to load
+    (root / "plain").mkdir()
+    for item in MODEL.iterdir():
+        if item.name == "model.json" or item.name.startswith("arrays-"):
+            shutil.copy(item, root / "plain" / item.name)
+    f["plain"] = root / "plain"
     (root / "not_a_model").mkdir()
     f["not_a_model"] = root / "not_a_model"
     # emissions: good arrays around a complex one and one of the wrong width
@@ -103,14 +109,14 @@ CASES = {
     "no subcommand": ([], 2, "a subcommand is required"),
     "unknown subcommand": (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
     # inputs that are not what they claim
-    "missing image": (["decode", "{tmp}/missing.png"], 1, "no line could be decoded"),
+    "missing image": (["decode", "--model", "{plain}", "{tmp}/missing.png"], 1, "no line could be decoded"),
     "split file without TAB": (["decode", "{no_tab}"], 1, "no_tab.tsv:1: missing TAB"),
     "split file not UTF-8": (["features", "{latin1}", "-o", "{tmp}/f.npz"], 1, "latin1.tsv:1: not UTF-8"),
     "missing hypotheses": (["evaluate", "{train}", "{tmp}/missing.tsv"], 1, "missing.tsv: no such file"),
     "missing page folder": (["import", "{tmp}/no_pages", "-o", "{tmp}/imported"], 1, "no such directory"),
     "truncated arrays, matching checksum": (["decode", "--model", "{truncated}", "{img}"], 1, "is corrupt"),
     "not a model directory": (["decode", "--model", "{not_a_model}", "{img}"], 1, "no model.json"),
-    "emissions not an npz": (["decode", "--emissions", "{garbage_npz}"], 1, "not a readable .npz"),
+    "emissions not an npz": (["decode", "--model", "{plain}", "--emissions", "{garbage_npz}"], 1, "not a readable .npz"),
     "text as an LM": (["decode", "--lm", "{corpus}", "{img}"], 1, "not a readable KenLM language model"),
     "empty lexicon": (["decode", "--lexicon", "{empty}", "{img}"], 1, "empty lexicon"),
     "missing lexicon": (["decode", "--lexicon", "{tmp}/none.txt", "{img}"], 1, "no such lexicon file"),
@@ -146,11 +152,11 @@ CASES = {
     "unknown words without character LM": (["decode", "--unk-penalty", "-5", "{img}"], 1,
                                            "need a lexicon and a character LM"),
     # a bad item of a batch: reported and skipped, the others done
-    "directory among images": (["decode", "{img}", "{dir}", "{img2}"], 0, "skipped line dir: "),
+    "directory among images": (["decode", "--model", "{plain}", "{img}", "{dir}", "{img2}"], 0, "skipped line dir: "),
     "directory among feature images": (["features", "{dir}", "{img}", "-o", "{tmp}/f.npz"], 0, "is a directory"),
-    "bad arrays of an emissions file": (["decode", "--emissions", "{mixed}"], 0, "skipped line cplx"),
-    "n-best without details": (["decode", "--nbest", "3", "{img}"], 0, "written to --details FILE only"),
-    "jobs with emissions": (["decode", "--emissions", "{mixed}", "--jobs", "2"], 0, "--jobs ignored"),
+    "bad arrays of an emissions file": (["decode", "--model", "{plain}", "--emissions", "{mixed}"], 0, "skipped line cplx"),
+    "n-best without details": (["decode", "--model", "{plain}", "--nbest", "3", "{img}"], 0, "written to --details FILE only"),
+    "jobs with emissions": (["decode", "--model", "{plain}", "--emissions", "{mixed}", "--jobs", "2"], 0, "--jobs ignored"),
 }
 
 
@@ -171,20 +177,21 @@ def test_the_corpus_is_large():
 
 
 def test_skipped_items_do_not_cost_the_good_ones(files, capsys):
-    code, out, err = run(capsys, "decode", files["img"], files["dir"], files["img2"])
+    code, out, err = run(capsys, "decode", "--model", files["plain"], files["img"], files["dir"], files["img2"])
     assert code == 0 and [row.split("\t")[0] for row in out.splitlines()] == [GOOD[0].stem, GOOD[1].stem]
     assert f"skipped line dir: {files['dir']}: is a directory" in err
     assert run(capsys, "features", files["img"], files["dir"], files["img2"], "-o", files["tmp"] / "f.npz")[0] == 0
     with np.load(files["tmp"] / "f.npz") as npz:
         assert sorted(npz.files) == sorted([GOOD[0].stem, GOOD[1].stem])
-    code, _, err = run(capsys, "decode", "--emissions", files["mixed"], "-o", files["tmp"] / "hyp.tsv")
+    code, _, err = run(capsys, "decode", "--model", files["plain"], "--emissions", files["mixed"],
+                       "-o", files["tmp"] / "hyp.tsv")
     assert code == 0 and "skipped line narrow" in err
     rows = (files["tmp"] / "hyp.tsv").read_text(encoding="utf-8").splitlines()
     assert [r.split("\t")[0] for r in rows] == ["first", "last"] and rows[0].split("\t")[1] == rows[1].split("\t")[1]
 
 
 def test_allow_outside_paths_reads_them(files, capsys):
-    code, out, err = run(capsys, "decode", "--allow-outside-paths", files["outside"])
+    code, out, err = run(capsys, "decode", "--model", files["plain"], "--allow-outside-paths", files["outside"])
     assert code == 0 and [r.split("\t")[0] for r in out.splitlines()] == ["inside", "../../outside"]
 
 
@@ -226,10 +233,10 @@ def _dataset_with_a_broken_line(tmp_path):
     return tsv
 
 
-def test_decode_resume_skips_finished_lines_and_records_skipped_ones(capsys, tmp_path):
+def test_decode_resume_skips_finished_lines_and_records_skipped_ones(files, capsys, tmp_path):
     tsv = _dataset_with_a_broken_line(tmp_path)
     out, details = tmp_path / "hyp.tsv", tmp_path / "details.jsonl"
-    assert run(capsys, "decode", tsv, "-o", out, "--details", details)[0] == 0
+    assert run(capsys, "decode", "--model", files["plain"], tsv, "-o", out, "--details", details)[0] == 0
     full, full_details = out.read_text(encoding="utf-8"), details.read_text(encoding="utf-8")
     records = [json.loads(r) for r in full_details.splitlines()]
     assert [r["id"] for r in records] == [GOOD[0].stem, "broken", GOOD[1].stem]
@@ -240,14 +247,14 @@ def test_decode_resume_skips_finished_lines_and_records_skipped_ones(capsys, tmp
     out.write_text(first + second[:8], encoding="utf-8")
     details_lines = full_details.splitlines(True)
     details.write_text(details_lines[0] + details_lines[1][:10], encoding="utf-8")
-    code, _, err = run(capsys, "decode", tsv, "-o", out, "--details", details, "--resume")
+    code, _, err = run(capsys, "decode", "--model", files["plain"], tsv, "-o", out, "--details", details, "--resume")
     assert code == 0 and "resumed: 1 lines were already in" in err and "1 decoded now" in err
     assert out.read_text(encoding="utf-8") == full
     # every line has exactly one whole record again, the skipped one tried again
     assert details.read_text(encoding="utf-8") == full_details
 
 
-def test_a_full_disk_keeps_the_records_written_and_says_so(capsys, tmp_path, monkeypatch):
+def test_a_full_disk_keeps_the_records_written_and_says_so(files, capsys, tmp_path, monkeypatch):
     """The third record of decode -o hits a full disk: one error line naming the file, the
     first two records kept whole, no partial record."""
     import os
@@ -272,7 +279,7 @@ def test_a_full_disk_keeps_the_records_written_and_says_so(capsys, tmp_path, mon
         return real_write(fd, data)
 
     monkeypatch.setattr(fileio.os, "write", full_after_two)
-    code, _, err = run(capsys, "decode", tsv, "-o", out)
+    code, _, err = run(capsys, "decode", "--model", files["plain"], tsv, "-o", out)
     assert code == 1
     assert f"hybrid-hwr: error: {out}: disk full (No space left on device)" in err
     rows = out.read_text(encoding="utf-8").split("\n")
