@@ -90,11 +90,11 @@ def _publish(tmp: Path, path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike):
+def atomic_path(path: str | os.PathLike, kept: str | None = None):
     """Yield a temporary path beside ``path``; when the block ends normally it replaces ``path``.
 
     If the block raises, the temporary file is removed and ``path`` is left untouched (a
-    full disk becomes a one-line HwrError that says so).
+    full disk becomes a one-line HwrError that says so, and ``kept``: what is left).
     """
     path = Path(path)
     fd, tmp = _locked_temporary(path)
@@ -104,16 +104,17 @@ def atomic_path(path: str | os.PathLike):
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno in _WRITE_ERRORS:
-            kept = f"the previous {path.name} is kept" if path.exists() else "nothing written"
+            if kept is None:
+                kept = f"the previous {path.name} is kept" if path.exists() else "nothing written"
             raise write_error(path, exc, kept) from None
         raise
     finally:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes, kept: str | None = None) -> None:
     """Write ``payload`` to ``path`` atomically, flushed to disk before the rename."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    with atomic_path(path, kept) as tmp, open(tmp, "wb") as handle:
         handle.write(payload)
         handle.flush()
         os.fsync(handle.fileno())

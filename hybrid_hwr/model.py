@@ -105,7 +105,10 @@ def save_model(model: HwrModel, directory: str | os.PathLike) -> Path:
     payload = buffer.getvalue()
     digest = hashlib.sha256(payload).hexdigest()
     arrays_name = f"arrays-{digest[:8]}.npz"
-    atomic_write_bytes(directory / arrays_name, payload)
+    existed = (directory / MODEL_FILE).is_file()
+    kept = "the model saved before is kept" if existed else "no model saved"
+    fresh = not (directory / arrays_name).exists()
+    atomic_write_bytes(directory / arrays_name, payload, kept)
     description = {
         "format": "hybrid_hwr-model",
         "format_version": FORMAT_VERSION,
@@ -120,7 +123,12 @@ def save_model(model: HwrModel, directory: str | os.PathLike) -> Path:
         "arrays_sha256": digest,
     }
     text = json.dumps(description, indent=1, ensure_ascii=False, allow_nan=False)
-    atomic_write_bytes(directory / MODEL_FILE, text.encode("utf-8"))
+    try:
+        atomic_write_bytes(directory / MODEL_FILE, text.encode("utf-8"), kept)
+    except BaseException:
+        if fresh:   # the new arrays belong to no description: free their room
+            (directory / arrays_name).unlink(missing_ok=True)
+        raise
     for stale in directory.glob("arrays-*.npz"):
         if stale.name != arrays_name:
             stale.unlink(missing_ok=True)

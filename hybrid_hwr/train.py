@@ -30,7 +30,7 @@ from .batch import line_features, ordered_map, warn
 from .data import Alphabet, Line
 from .errors import HwrError
 from .features import FrontEnd, Normalizer
-from .fileio import atomic_path
+from .fileio import AtomicNpzWriter
 from .gmm import GmmAccumulator, GmmSet
 from .hmm import HmmTopology, TransitionAccumulator, Transitions, build_line_graph, min_frames
 from .model import MODEL_FILE, HwrModel, load_model, save_model
@@ -110,8 +110,9 @@ def load_line_features(lines: list[Line], frontend: FrontEnd, jobs: int, cache: 
         kept.append(line)
         feats.append(f)
     if cache is not None and kept:
-        with atomic_path(cache) as tmp, open(tmp, "wb") as handle:  # a file object: savez adds no suffix
-            np.savez(handle, **{line.id: f for line, f in zip(kept, feats)})
+        with AtomicNpzWriter(cache) as writer:   # a full disk: one error line, no half archive left
+            for line, f in zip(kept, feats):
+                writer.add(line.id, f)
     return kept, feats
 
 
