@@ -9,7 +9,10 @@ before any kernel is defined, and picks a writable place:
 1. ``NUMBA_CACHE_DIR`` when the user set it;
 2. the package folder itself when it is writable (Numba's own default);
 3. ``$XDG_CACHE_HOME/hybrid_hwr/numba`` (``~/.cache/hybrid_hwr/numba``);
-4. a private temporary folder (kernels are then compiled again by each process tree).
+4. a private folder of the user in the temporary directory, ``hybrid_hwr-numba-<uid>``
+   (mode 0700, reused by later commands, so that a read-only home does not cost a
+   compilation and a folder per command); a fresh ``mkdtemp`` folder if that one is not
+   safely ours.
 
 A cold cache costs about a minute of compilation on the first command; :func:`announce`
 says so once, on stderr, instead of leaving the user in front of a still progress bar.
@@ -49,6 +52,23 @@ def user_cache_dir() -> Path:
     return Path(base) / "hybrid_hwr" / "numba"
 
 
+def _private_temporary_dir() -> Path:
+    """``$TMPDIR/hybrid_hwr-numba-<uid>``, if it is a real folder of ours that only we can
+    write (others could plant code in a shared one); else a new private folder."""
+    import stat
+
+    shared = Path(tempfile.gettempdir()) / f"hybrid_hwr-numba-{os.getuid()}"
+    try:
+        shared.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(shared)
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077 \
+                and _writable_dir(shared):
+            return shared
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix="hybrid_hwr-numba-"))
+
+
 def configure() -> str | None:
     """Set ``NUMBA_CACHE_DIR`` to a writable folder unless the user or the package
     folder provides one; returns the folder chosen (None: Numba's in-tree default)."""
@@ -58,7 +78,7 @@ def configure() -> str | None:
         return None
     chosen = user_cache_dir()
     if not _writable_dir(chosen):
-        chosen = Path(tempfile.mkdtemp(prefix="hybrid_hwr-numba-"))
+        chosen = _private_temporary_dir()
     os.environ[ENV] = str(chosen)
     if "numba" in sys.modules:     # imported before us: its config has read the environment already
         from numba.core import config

@@ -65,8 +65,19 @@ def test_kernel_cache_falls_back_when_the_package_is_read_only(tmp_path, monkeyp
     blocked.write_text("a file, not a folder")
     monkeypatch.delenv("NUMBA_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(numba_cache.tempfile, "tempdir", None)    # gettempdir() reads TMPDIR again
     chosen = numba_cache.configure()
-    assert "hybrid_hwr-numba-" in chosen and os.access(chosen, os.W_OK)
+    assert chosen == str(tmp_path / "tmp" / f"hybrid_hwr-numba-{os.getuid()}") and os.access(chosen, os.W_OK)
+    assert os.stat(chosen).st_mode & 0o777 == 0o700
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    assert numba_cache.configure() == chosen          # the next command reuses it: no new folder, no recompilation
+    # a folder of that name that others can write is not used
+    os.chmod(chosen, 0o777)
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    other = numba_cache.configure()
+    assert other != chosen and "hybrid_hwr-numba-" in other and os.access(other, os.W_OK)
     # a value the user set is kept
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))
     assert numba_cache.configure() == str(tmp_path / "mine")

@@ -47,9 +47,9 @@ cd "$work"
 tail -3 "$work/demo.log"
 
 if [[ $(id -u) == 0 ]] && id nobody >/dev/null 2>&1; then
-    mkdir -p "$work/home" && chmod 555 "$work/home"
+    mkdir -p "$work/home" "$work/tmp" && chmod 555 "$work/home" && chmod 1777 "$work/tmp"   # a cold cache each time
     chmod -R a+rX,go-w "$work/venv"
-    su nobody -s /bin/bash -c "cd /tmp && env -u NUMBA_CACHE_DIR -u XDG_CACHE_HOME HOME='$work/home' \
+    su nobody -s /bin/bash -c "cd /tmp && env -u NUMBA_CACHE_DIR -u XDG_CACHE_HOME HOME='$work/home' TMPDIR='$work/tmp' \
         '$work/venv/bin/hybrid-hwr' demo --limit 5 --jobs 1" > "$work/nobody.log" 2>&1 \
         || { cat "$work/nobody.log" >&2; echo "check_wheel: demo failed as nobody (read-only home)" >&2; exit 1; }
     if grep -q Traceback "$work/nobody.log"; then
