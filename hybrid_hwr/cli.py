@@ -393,8 +393,7 @@ def _run_align(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     done = failed = 0
-    with open(out / "alignments.jsonl", "w", encoding="utf-8") as jsonl, \
-            AtomicNpzWriter(out / "states.npz") as states:
+    with RecordFile(out / "alignments.jsonl") as jsonl, AtomicNpzWriter(out / "states.npz") as states:
         for line, raw, pre in line_features(lines, model.frontend, args.jobs, desc="align", keep_preprocessed=True):
             try:
                 ids = model.alphabet.encode(line.text)
@@ -417,8 +416,7 @@ def _run_align(args: argparse.Namespace) -> int:
                      for w in result.words]
             record = {"id": line.id, "text": line.text, "n_frames": len(feats), "score": result.score,
                       "frame_shift": model.frontend.features.shift, "chars": chars, "words": words}
-            jsonl.write(json.dumps(record, ensure_ascii=False) + "\n")
-            jsonl.flush()
+            jsonl.write(json.dumps(record, ensure_ascii=False))
             states.add(line.id, result.states)
             done += 1
         if done == 0:
