@@ -211,16 +211,20 @@ class RecordFile:
 
     def write(self, record: str) -> None:
         data = (record.rstrip("\n") + "\n").encode("utf-8")
-        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            start = os.lseek(self._fd, 0, os.SEEK_END)
+        except OSError:      # a pipe or terminal (-o /dev/stdout): nothing to take back
+            start = None
         view = memoryview(data)
         try:
             while view:
                 view = view[os.write(self._fd, view):]
         except OSError as exc:
-            try:
-                os.ftruncate(self._fd, start)
-            except OSError:
-                pass
+            if start is not None:
+                try:
+                    os.ftruncate(self._fd, start)
+                except OSError:
+                    pass
             raise write_error(self.path, exc, "the records written before this one are kept") from None
         self.count += 1
 
