@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import fcntl
 import gzip
 import lzma
 import math
@@ -193,8 +194,7 @@ def build_lm(corpus_paths: Sequence[str | os.PathLike], order: int,
     lmplz = find_kenlm_binary("lmplz")
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
-    with tempfile.TemporaryDirectory(prefix="hwr-lm-", dir=temp_dir) as work:
-        work = Path(work)
+    with _locked_work_dir(temp_dir) as work:
         text_path = work / "corpus.txt"
         with open(text_path, "w", encoding="utf-8") as out:
             n_tokens = write_lm_text(corpus_paths, out, lang, unit)
@@ -237,6 +237,46 @@ def build_lm(corpus_paths: Sequence[str | os.PathLike], order: int,
             else:
                 arpa_to_binary(source, binary_path)
     return out_path
+
+
+_WORK_PREFIX = "hwr-lm-"
+
+
+def remove_abandoned_work_dirs(temp_dir: str | None = None) -> int:
+    """Remove the work folders (tokenised corpus, lmplz's temporaries: often gigabytes) that
+    killed builds left in the temporary directory: ours, with a ``.lock`` no live build
+    holds. Returns how many were removed."""
+    removed = 0
+    for work in Path(temp_dir or tempfile.gettempdir()).glob(_WORK_PREFIX + "*"):
+        try:
+            if work.is_symlink() or not work.is_dir() or work.stat().st_uid != os.getuid():
+                continue
+            fd = os.open(work / ".lock", os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue   # not ours, gone meanwhile, or a build that is just starting
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue   # a live build
+        finally:
+            os.close(fd)
+        shutil.rmtree(work, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def _locked_work_dir(temp_dir: str | None):
+    """A new work folder whose ``.lock`` is held while it is in use, so that
+    :func:`remove_abandoned_work_dirs` (run first) tells it from a killed build's."""
+    remove_abandoned_work_dirs(temp_dir)
+    with tempfile.TemporaryDirectory(prefix=_WORK_PREFIX, dir=temp_dir) as work:
+        fd = os.open(Path(work) / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield Path(work)
+        finally:
+            os.close(fd)
 
 
 def _read_vocab(path: str | os.PathLike) -> list[str]:

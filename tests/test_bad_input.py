@@ -320,8 +320,9 @@ def test_a_second_writer_of_a_model_directory_is_refused(capsys, tmp_path):
     assert not list(model.glob("*.tmp"))
 
 
-def test_temporaries_of_killed_writers_are_removed_by_the_next_write(capsys, tmp_path):
-    """Left by kill -9: an npz temporary, a partial LM of an older build; a live writer's is kept."""
+def test_temporaries_of_killed_writers_are_removed_by_the_next_write(capsys, tmp_path, monkeypatch):
+    """Left by kill -9: an npz temporary, a partial LM of an older build, build-lm's work
+    folder; a live writer's are kept."""
     import fcntl
     import os
 
@@ -336,9 +337,24 @@ def test_temporaries_of_killed_writers_are_removed_by_the_next_write(capsys, tmp
         assert not stale.exists() and live.exists()
     finally:
         os.close(fd)
+    # and the work folder of a killed build-lm (its lock free) beside a running one's
+    import tempfile
+
+    work_root = tmp_path / "tmp"
+    (work_root / "hwr-lm-dead").mkdir(parents=True)
+    (work_root / "hwr-lm-dead" / ".lock").write_text("")
+    (work_root / "hwr-lm-dead" / "corpus.txt").write_text("a large tokenised corpus")
+    (work_root / "hwr-lm-live").mkdir()
+    live_fd = os.open(work_root / "hwr-lm-live" / ".lock", os.O_WRONLY | os.O_CREAT)
+    fcntl.flock(live_fd, fcntl.LOCK_EX)
+    monkeypatch.setattr(tempfile, "tempdir", str(work_root))
     (tmp_path / "lm.arpa.part").write_text("\\data\\\nngram 1=")
     (tmp_path / "lm.arpa.x1.tmp").write_text("\\data\\\n")
     corpus = tmp_path / "c.txt"
     corpus.write_text("le chat dort\nle chien dort\n", encoding="utf-8")
-    assert run(capsys, "build-lm", "--order", "2", corpus, "-o", tmp_path / "lm.arpa")[0] == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "f.npz", "f.npz.l1v3.tmp", "lm.arpa"]
+    try:
+        assert run(capsys, "build-lm", "--order", "2", corpus, "-o", tmp_path / "lm.arpa")[0] == 0
+    finally:
+        os.close(live_fd)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "f.npz", "f.npz.l1v3.tmp", "lm.arpa", "tmp"]
+    assert sorted(p.name for p in work_root.iterdir()) == ["hwr-lm-live"]
