@@ -274,3 +274,36 @@ def test_training_on_a_full_disk_keeps_the_last_checkpoint(full_disk, dataset, r
     hwr(*argv, "--resume")
     shutil.copytree(out, tmp_path / "model")      # compare outside the tmpfs
     assert_same_model(tmp_path / "model", reference)
+
+
+def test_decode_killed_then_resumed_writes_the_uninterrupted_output(tmp_path):
+    """kill -9 once three results are on disk; --resume completes -o and --details to what an
+    uninterrupted decode writes (the half-written last record of each removed first)."""
+    import time
+
+    model = _plain_model(tmp_path)
+    data = sample_dir() / "test.tsv"
+    reference = tmp_path / "ref.tsv"
+    hwr("decode", "--model", model, data, "--limit", 16, "-o", reference, "--details", tmp_path / "ref.jsonl")
+    out, details = tmp_path / "hyp.tsv", tmp_path / "details.jsonl"
+    argv = ["decode", "--model", model, data, "--limit", 16, "-o", out, "--details", details]
+    process = start(*argv)
+    try:
+        while process.poll() is None and (not out.exists() or out.read_bytes().count(b"\n") < 3):
+            time.sleep(0.01)      # waiting for an event (three lines written), not for a time
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        process.kill()
+        process.wait()
+        process.stdout.close()
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL      # killed midway: 16 lines, three were written
+    rows = out.read_text(encoding="utf-8").count("\n")
+    assert 3 <= rows < 16
+    with open(details, "ab") as handle:                # as if the kill had cut a record in two
+        handle.write(b'{"id": "cut sh')
+    done = hwr(*argv, "--resume")
+    assert f"resumed: {rows} lines were already in" in done.stderr
+    assert out.read_text(encoding="utf-8") == reference.read_text(encoding="utf-8")
+    assert details.read_text(encoding="utf-8") == (tmp_path / "ref.jsonl").read_text(encoding="utf-8")
