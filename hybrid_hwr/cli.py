@@ -351,6 +351,8 @@ def _train_gmm(args: argparse.Namespace, train, valid) -> int:
     frontend = _make_frontend(args)
     counts = None
     resuming = args.resume and (Path(args.output) / MODEL_FILE).is_file()  # as train_gmm_hmm decides
+    if args.states_from and resuming:
+        warn(f"--states-from {args.states_from} ignored: --resume keeps the saved states per character")
     if args.states_from and not resuming:  # a resumed run keeps its saved topology
         from .train import state_counts_from_alignments
 
