@@ -7,7 +7,7 @@ input flags of :func:`dataset_parent` (``DATA.tsv|IMAGE...``, ``--images``, ``--
 ``--jobs``), so every such command reads its input the same way.
 
 Errors: an :class:`HwrError` (bad input), an interrupt, or a failing write becomes one
-line ``hybrid-hwr: error: ...`` on stderr and exit status 1 (130 for Ctrl-C); usage
+line ``hybrid-hwr: error: ...`` on stderr and exit status 1 (130 for Ctrl-C, 143 for SIGTERM); usage
 errors exit with 2. In a batch, a line that cannot be processed is reported as one
 ``hybrid-hwr: warning: ...`` line and skipped; the others are processed.
 """
@@ -19,7 +19,9 @@ import contextlib
 import dataclasses
 import errno
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ from .batch import line_features, warn
 from .data import Line, read_inputs, read_transcriptions
 from .fileio import AtomicNpzWriter, RecordFile, atomic_write_text, complete_records, directory_lock
 from .text import LANGUAGES
-from .errors import HwrError
+from .errors import HwrError, Terminated, raise_on_sigterm
 
 PROG = "hybrid-hwr"
 
@@ -984,7 +986,8 @@ def _one_line(message: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
+    """Run the command line; returns the exit status (0 ok, 1 error, 2 usage, 130 interrupted,
+    143 terminated by SIGTERM)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -997,10 +1000,13 @@ def main(argv: list[str] | None = None) -> int:
     from .data import allow_outside_paths
 
     allow_outside_paths(getattr(args, "allow_outside_paths", False))   # for this run only
+    previous = raise_on_sigterm() if threading.current_thread() is threading.main_thread() else None
     try:
         return _run(args)
     finally:
         allow_outside_paths(False)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -1010,9 +1016,10 @@ def _run(args: argparse.Namespace) -> int:
         return int(args.run(args) or 0)
     except HwrError as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print(f"{PROG}: error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"{PROG}: error: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:  # e.g. output piped into `head`: stop quietly
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

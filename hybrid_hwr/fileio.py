@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HwrError
+from .errors import HwrError, deferred_termination
 
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _WRITE_ERRORS = (*_FULL, errno.EIO)
@@ -97,19 +97,23 @@ def atomic_path(path: str | os.PathLike, kept: str | None = None):
     full disk becomes a one-line HwrError that says so, and ``kept``: what is left).
     """
     path = Path(path)
-    fd, tmp = _locked_temporary(path)
+    fd = tmp = None
     try:
+        with deferred_termination():     # a SIGTERM waits until the name is known
+            fd, tmp = _locked_temporary(path)
         yield tmp
         _publish(tmp, path)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno in _WRITE_ERRORS:
             if kept is None:
                 kept = f"the previous {path.name} is kept" if path.exists() else "nothing written"
             raise write_error(path, exc, kept) from None
         raise
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes, kept: str | None = None) -> None:
@@ -130,9 +134,17 @@ class AtomicNpzWriter:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._fd, self._tmp = _locked_temporary(self.path)
-        self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
         self.count = 0
+        self._fd = self._tmp = None
+        try:
+            with deferred_termination():     # a SIGTERM waits until the name is known
+                self._fd, self._tmp = _locked_temporary(self.path)
+                self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        except BaseException:
+            if self._tmp is not None:
+                self._tmp.unlink(missing_ok=True)
+            self._close_lock()
+            raise
 
     def add(self, name: str, array: np.ndarray) -> None:
         try:

@@ -307,3 +307,23 @@ def test_decode_killed_then_resumed_writes_the_uninterrupted_output(tmp_path):
     assert f"resumed: {rows} lines were already in" in done.stderr
     assert out.read_text(encoding="utf-8") == reference.read_text(encoding="utf-8")
     assert details.read_text(encoding="utf-8") == (tmp_path / "ref.jsonl").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_sigterm_removes_the_unfinished_file_and_says_so(jobs, tmp_path):
+    """kill (SIGTERM) while features are written: exit 143, one line, no temporary left."""
+    import time
+
+    output = tmp_path / "f.npz"
+    process = start("features", sample_dir() / "test.tsv", "--jobs", jobs, "-o", output)
+    try:
+        while process.poll() is None and not list(tmp_path.glob("f.npz.*.tmp")):
+            time.sleep(0.01)      # the writer has started: its temporary exists
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "hybrid-hwr: error: terminated" and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
