@@ -126,6 +126,7 @@ class CtcModel:
     blank; ``columns`` maps its states to the network's output columns.
     """
 
+    # the scoring half of hybrid_hwr.emission (EmissionScores); not stored in a model directory
     emission_type = "ctc"   # no calibrated decoder defaults: LM weight 1, penalties 0 unless given
 
     def __init__(self, symbols, log_softmax: bool = False):
@@ -147,6 +148,11 @@ class CtcModel:
     @classmethod
     def from_file(cls, path, blank: int = 0, log_softmax: bool = False) -> "CtcModel":
         return cls(read_alphabet(path, blank), log_softmax)
+
+    @property
+    def n_states(self) -> int:
+        """One state per character and the blank."""
+        return self.topology.n_emitting
 
     def with_prior_scale(self, prior_scale):
         raise HwrError("a prior scale (--prior-scale or decoder.json's prior_scale) does not apply to CTC outputs")

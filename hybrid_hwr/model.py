@@ -30,8 +30,8 @@ import numpy as np
 from .data import Alphabet
 from .errors import HwrError
 from .features import FrontEnd, Normalizer
+from .emission import Emission, emission_class
 from .fileio import atomic_write_bytes
-from .gmm import GmmSet
 from .hmm import HmmTopology, Transitions
 
 FORMAT_VERSION = 1
@@ -47,12 +47,12 @@ class HwrModel:
     normalizer: Normalizer
     topology: HmmTopology
     transitions: Transitions
-    emission: object  # GmmSet, or an MLP emission model with the same log_likelihoods()
+    emission: Emission  # GmmSet or MlpEmission (hybrid_hwr.emission)
     history: dict = field(default_factory=dict)
 
     @property
     def emission_type(self) -> str:
-        return getattr(self.emission, "emission_type", "gmm")
+        return self.emission.emission_type
 
     def features(self, gray: np.ndarray):
         """Normalised features (T, D) and the preprocessed line of one gray image."""
@@ -70,7 +70,7 @@ class HwrModel:
         weight: 1 divides by the priors fully, 0 keeps the plain posteriors. The copy shares
         the network weights. HwrError for a GMM model, whose likelihoods have no priors.
         """
-        if not hasattr(self.emission, "prior_scale"):
+        if self.emission.prior_scale is None:
             raise HwrError(f"prior scale {prior_scale!r} (--prior-scale or decoder.json's prior_scale) applies to "
                            f"hybrid MLP models only; this model has {self.emission_type} emissions")
         if isinstance(prior_scale, bool) or not isinstance(prior_scale, (int, float)) \
@@ -81,25 +81,13 @@ class HwrModel:
         return replace(self, emission=emission)
 
 
-def _emission_from_arrays(kind: str, arrays: dict, meta: dict):
-    if kind == "gmm":
-        return GmmSet.from_arrays(arrays)
-    if kind == "mlp":
-        from .mlp import MlpEmission  # imported lazily: GMM-only users never need it
-
-        return MlpEmission.from_arrays(arrays, meta)
-    raise HwrError(f"unknown emission type {kind!r} in model")
-
-
 def save_model(model: HwrModel, directory: str | os.PathLike) -> Path:
     """Write ``model`` into ``directory`` atomically; return the directory."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     arrays = {f"transitions/{k}": v for k, v in model.transitions.to_arrays().items()}
-    emission_meta = {}
-    if hasattr(model.emission, "meta"):
-        emission_meta = model.emission.meta()
-    arrays.update({f"emission/{k}": v for k, v in model.emission.to_arrays().items()})
+    emission_arrays, emission_meta = model.emission.save()
+    arrays.update({f"emission/{k}": v for k, v in emission_arrays.items()})
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     payload = buffer.getvalue()
@@ -160,9 +148,8 @@ def load_model(directory: str | os.PathLike, _retried: bool = False) -> HwrModel
         with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         transitions = Transitions.from_arrays(_strip_prefix(arrays, "transitions/"))
-        emission = _emission_from_arrays(
-            description["emission_type"], _strip_prefix(arrays, "emission/"), description.get("emission_meta", {})
-        )
+        emission = emission_class(description["emission_type"]).load(
+            _strip_prefix(arrays, "emission/"), description.get("emission_meta", {}))
         model = HwrModel(
             alphabet=Alphabet.from_json(description["alphabet"]),
             frontend=FrontEnd.from_dict(description["frontend"]),
@@ -190,8 +177,8 @@ def _check_consistency(model: HwrModel, where: str) -> None:
     n_states = model.topology.n_emitting
     if len(model.transitions.log_self) != n_states:
         raise HwrError(f"{where}: {len(model.transitions.log_self)} transition states, topology has {n_states}")
-    emission_states = getattr(model.emission, "n_states", None)
-    if emission_states is not None and emission_states != n_states:
+    emission_states = model.emission.n_states
+    if emission_states != n_states:
         raise HwrError(f"{where}: emission model has {emission_states} states, topology has {n_states}")
     if list(model.topology.symbols) != list(model.alphabet.symbols):
         raise HwrError(f"{where}: HMM symbols do not match the alphabet")

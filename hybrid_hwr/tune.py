@@ -73,8 +73,9 @@ class Tuner:
                  log: Callable[[str], None] = print, model_digest: str = ""):
         self.model, self.lines, self.lang, self.jobs, self.log = model, lines, lang, jobs, log
         self.scores = scores                       # {line id: float64 (T, S) at the model's prior scale}
-        self.base_kappa = float(getattr(model.emission, "prior_scale", 0.0) or 0.0)
-        self.log_priors = getattr(model.emission, "log_priors_", None)
+        self.base_kappa = float(model.emission.prior_scale or 0.0)
+        # a model with state priors (prior_scale not None) keeps them in log_priors_
+        self.log_priors = model.emission.log_priors_ if model.emission.prior_scale is not None else None
         self.points_path = points_path
         digest = hashlib.sha256("\n".join(line.id for line in lines).encode()).hexdigest()[:16]
         self._context = {"lines": digest, "model": model_digest}
