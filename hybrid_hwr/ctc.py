@@ -166,7 +166,7 @@ class CtcModel:
         return to_log_probs(x, self.log_softmax)[:, self.columns]
 
     @property
-    def recognizer_class(self):
+    def recognizer_class(self) -> type:
         return CtcRecognizer
 
 
@@ -275,10 +275,11 @@ class CtcRecognizer(Recognizer):
 
     uniform_symbol_prior = False     # greedy decoding: no per-character prior
 
-    def __init__(self, model: CtcModel, lexicon=None, lm=None, **settings):
-        if settings.get("unk_penalty") is not None:
+    def __init__(self, model: CtcModel, settings=None, *, loaded=None, **knobs):
+        unk_penalty = knobs.get("unk_penalty", settings.unk_penalty if settings is not None else None)
+        if unk_penalty is not None:
             raise HwrError("out-of-lexicon words (--unk-penalty) are not available for CTC outputs")
-        super().__init__(model, lexicon=lexicon, lm=lm, **settings)
+        super().__init__(model, settings, loaded=loaded, **knobs)
 
     def _search_network(self, tree, flags, unk_symbols, lookahead, search_scorer, n_words):
         model = self.model

@@ -88,10 +88,11 @@ lexicon-free modes the arcs are characters and a word gets its least sure charac
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -99,14 +100,17 @@ import numpy as np
 from .align import viterbi
 from .data import normalize_text
 from .errors import HwrError
+from .fileio import atomic_write_text
 from .lexicon import PrefixTree, build_prefix_tree, describe_rejected, lexicon_tree, load_lexicon
 from .model import HwrModel
 from .search import (R_UNK_CHAR, R_UNK_WORD, R_WORD, TokenSearch, build_network, lattice_backward,
                      lattice_posteriors, unigram_lookahead, word_level_links)
+from .text import LANGUAGES
 
-__all__ = ["WordBox", "Alternative", "Hypothesis", "Recognizer", "frames_to_pixels", "words_from_units",
-           "read_emissions", "DEFAULT_BEAM", "DEFAULT_MAX_ACTIVE", "DEFAULT_UNK_BEAM",
-           "DEFAULT_UNK_MAX_ACTIVE"]
+__all__ = ["DecoderSettings", "WordBox", "Alternative", "Hypothesis", "Recognizer", "frames_to_pixels",
+           "words_from_units", "read_emissions", "load_recognizer", "load_default_recognizer", "resolve_model_dir",
+           "default_model_dir", "CALIBRATED", "DECODER_FILE", "DEFAULT_BEAM", "DEFAULT_MAX_ACTIVE",
+           "DEFAULT_UNK_BEAM", "DEFAULT_UNK_MAX_ACTIVE"]
 
 DEFAULT_BEAM = 500.0
 DEFAULT_MAX_ACTIVE = 2000
@@ -119,6 +123,261 @@ CONFIDENCE_BEAM = 12.0       # posteriors: arcs this far below the best path, in
 # (beam factor, max_active factor); then, with a lexicon, the best partial traceback is
 # completed and force-aligned (lexicon-free modes retry once more with no beam)
 RETRIES = ((4.0, 2),)
+
+
+# ----------------------------------------------------------------------------- settings
+
+DECODER_FILE = "decoder.json"
+_FILE_KEYS = ("lexicon", "lm", "char_lm")
+
+# Settings used when neither decoder.json nor an option gives them, by emission type and by
+# mode: the optima found on the validation splits of IAM-OnDB and Copiste (see the README's
+# results), rounded. GMM log-likelihoods are several times sharper than an MLP's scaled
+# likelihoods, so the LM weight and the penalties scale with them. `hybrid-hwr tune`
+# replaces them with values tuned for the model (written to decoder.json).
+CALIBRATED = {
+    # (emission type, mode): {knob: value}
+    ("mlp", "lexicon + LM"): {"lm_weight": 6.0, "word_penalty": -10.0, "glue_penalty": -10.0},
+    ("mlp", "lexicon"): {"lm_weight": 0.0, "word_penalty": -40.0, "glue_penalty": -10.0},
+    ("gmm", "lexicon + LM"): {"lm_weight": 16.0, "word_penalty": -40.0, "glue_penalty": -30.0},
+    ("gmm", "lexicon"): {"lm_weight": 0.0, "word_penalty": -200.0, "glue_penalty": -30.0},
+}
+_CALIBRATED_KNOBS = ("lm_weight", "word_penalty", "glue_penalty")
+# the values of the formula's knobs that leave it unweighted (Recognizer's keyword form)
+_NEUTRAL = {"lm_weight": 1.0, "word_penalty": 0.0, "glue_penalty": 0.0}
+# decoder defaults of the pruning knobs
+_PRUNING_DEFAULTS = {"beam": DEFAULT_BEAM, "max_active": DEFAULT_MAX_ACTIVE, "unk_beam": DEFAULT_UNK_BEAM,
+                     "unk_max_active": DEFAULT_UNK_MAX_ACTIVE}
+
+
+def default_model_dir() -> Path:
+    """Where the shipped default model lives (``hybrid_hwr/models/default``); it may be absent."""
+    return Path(__file__).resolve().parent / "models" / "default"
+
+
+@dataclass(frozen=True)
+class DecoderSettings:
+    """The decoder's knobs, the one list of them: what a :class:`Recognizer` takes and what
+    ``decoder.json`` stores (see the module docstring for the score they parametrise).
+
+    ``lexicon``, ``lm``, ``char_lm``: files (decoder.json's relative names resolved), or
+    in Python a word list / a ``kenlm.Model``. A knob left None takes the calibrated value
+    of the model's emission type and mode (:data:`CALIBRATED`: LM weight, word and glue
+    penalties) or the decoder's default (pruning); ``unk_penalty`` None is a strict
+    lexicon and ``prior_scale`` None the network's own kappa. ``lang`` only acts on
+    :meth:`display_text`.
+    """
+
+    lexicon: Path | None = None
+    lm: Path | None = None
+    char_lm: Path | None = None
+    lm_weight: float | None = None     # None: the calibrated default of the model's kind (CALIBRATED)
+    word_penalty: float | None = None
+    glue_penalty: float | None = None
+    char_penalty: float = 0.0
+    unk_penalty: float | None = None
+    beam: float | None = None          # None: the decoder's default
+    max_active: int | None = None
+    unk_beam: float | None = None      # pruning inside out-of-lexicon words (None: the decoder's default)
+    unk_max_active: int | None = None
+    prior_scale: float | None = None   # hybrid models: kappa of the scaled likelihoods (None: the model's)
+    nbest: int = 1                     # n-best list length
+    lang: str = "generic"              # tokeniser conventions (hybrid_hwr.text): en, fr or generic
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike, keys: tuple[str, ...] | None = None) -> "DecoderSettings":
+        """Settings of ``model_dir/decoder.json`` (defaults, i.e. a character loop, when it is absent).
+
+        ``keys`` reads and checks only those settings (``emissions`` needs ``prior_scale``, not
+        the lexicon and LM files).
+        """
+        model_dir = Path(model_dir)
+        path = model_dir / DECODER_FILE
+        if not path.is_file():
+            return cls()
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HwrError(f"{path}: not a readable JSON file ({exc})") from None
+        if not isinstance(raw, dict):
+            raise HwrError(f"{path}: expected a JSON object of decoding settings")
+        if keys is not None:
+            raw = {key: raw[key] for key in keys if key in raw}
+        return cls.from_dict(raw, model_dir, where=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: dict, base_dir: str | os.PathLike, where: str = DECODER_FILE) -> "DecoderSettings":
+        """Checked settings; relative file names are read in ``base_dir``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise HwrError(f"{where}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        values = {}
+        for key, value in raw.items():
+            if key in _FILE_KEYS:
+                if value is None:
+                    continue
+                if not isinstance(value, str) or not value:
+                    raise HwrError(f"{where}: {key} must be a file name or null, got {value!r}")
+                file = Path(base_dir) / value
+                if not file.is_file():
+                    raise HwrError(f"{where}: {key} file {file} is missing")
+                values[key] = file
+            elif key == "lang":
+                if value not in LANGUAGES:
+                    raise HwrError(f"{where}: lang must be one of {', '.join(LANGUAGES)}, got {value!r}")
+                values[key] = value
+            elif value is None and key in ("unk_penalty", "beam", "max_active", "unk_beam", "unk_max_active",
+                                           "prior_scale"):
+                continue
+            else:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise HwrError(f"{where}: {key} must be a finite number, got {value!r}")
+                if key == "prior_scale" and value < 0:
+                    raise HwrError(f"{where}: prior_scale must be >= 0, got {value!r}")
+                values[key] = int(value) if key in ("max_active", "unk_max_active", "nbest") else float(value)
+        return cls(**values)
+
+    def save(self, model_dir: str | os.PathLike, keys: tuple[str, ...] | None = None) -> Path:
+        """Write these settings to ``model_dir/decoder.json`` (atomically) and return its path.
+
+        Files inside ``model_dir`` are written relative to it, others absolute; ``keys``
+        (default: the file keys, every knob that is set, and ``lang``) are written and the
+        other keys of an existing decoder.json kept.
+        """
+        model_dir = Path(model_dir)
+        path = model_dir / DECODER_FILE
+        raw = {}
+        if path.is_file():
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                raw = {}
+        if keys is None:
+            keys = tuple(f.name for f in fields(self)
+                         if f.name in _FILE_KEYS or f.name == "lang" or getattr(self, f.name) is not None)
+        inside = model_dir.resolve()
+        for key in keys:
+            value = getattr(self, key)
+            if key in _FILE_KEYS and value is not None:
+                if not isinstance(value, (str, os.PathLike)):
+                    raise HwrError(f"decoder.json stores files: {key} is a {type(value).__name__}, not a path")
+                value = Path(value).resolve()
+                value = str(value.relative_to(inside)) if value.is_relative_to(inside) else str(value)
+            raw[key] = value
+        atomic_write_text(path, json.dumps(raw, indent=1, ensure_ascii=False) + "\n")
+        return path
+
+    def replace(self, **changes) -> "DecoderSettings":
+        """A copy with ``changes`` (HwrError naming an unknown knob); string paths become Paths."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise HwrError(f"unknown decoder setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        return replace(self, **{k: Path(v) if k in _FILE_KEYS and isinstance(v, (str, os.PathLike)) else v
+                                for k, v in changes.items()})
+
+    @property
+    def mode(self) -> str:
+        """The decoding mode these settings select."""
+        if self.lexicon is None:
+            return "character LM" if self.char_lm is not None else "character loop"
+        if self.unk_penalty is not None and self.char_lm is not None:
+            return "open vocabulary"
+        return "lexicon + LM" if self.lm is not None else "lexicon"
+
+    def calibrated(self, emission_type: str) -> "DecoderSettings":
+        """These settings with every unset LM weight / word / glue penalty filled in from
+        :data:`CALIBRATED` for the model's emission type and the decoding mode."""
+        mode = "lexicon + LM" if self.mode == "open vocabulary" else self.mode
+        table = CALIBRATED.get((emission_type, mode), {})
+        fill = {k: table.get(k, 0.0 if k != "lm_weight" else 1.0) for k in _CALIBRATED_KNOBS
+                if getattr(self, k) is None}
+        return replace(self, **fill) if fill else self
+
+    def resolved(self, emission_type: str) -> "DecoderSettings":
+        """Every knob explicit: :meth:`calibrated`, and the decoder's pruning defaults."""
+        full = self.calibrated(emission_type)
+        fill = {k: v for k, v in _PRUNING_DEFAULTS.items() if getattr(full, k) is None}
+        return replace(full, **fill) if fill else full
+
+    def recognizer(self, model, nbest: int | None = None, loaded: dict | None = None) -> "Recognizer":
+        """A :class:`Recognizer` (or the model's own kind of recogniser, e.g. for CTC outputs)
+        for ``model`` with these settings; ``nbest`` replaces theirs. ``loaded`` maps file
+        paths to their loaded content (lexicon word lists, kenlm models) to share between
+        recognisers."""
+        settings = self if nbest is None else replace(self, nbest=nbest)
+        return model.recognizer_class(model, settings, loaded=loaded)
+
+    def display_text(self, hypothesis) -> str:
+        """The hypothesis as running text: lexicon tokens (``l' État ,``) joined back (``l'État,``)."""
+        from .text import detokenize
+
+        if self.lexicon is None:
+            return hypothesis.text
+        return detokenize(hypothesis.text.split(), self.lang)
+
+    def describe(self, emission_type: str | None = None) -> str:
+        """One line for logs: the decoding mode and its knobs (with ``emission_type``, the
+        calibrated values of unset knobs, marked "default")."""
+        full = self.calibrated(emission_type) if emission_type else self
+
+        def knob(name):
+            value = getattr(full, name)
+            mark = " (default)" if getattr(self, name) is None and value is not None else ""
+            return f"{value:g}{mark}" if value is not None else "default"
+
+        def name(value):
+            return value.name if isinstance(value, Path) else type(value).__name__
+
+        if self.lexicon is None:
+            mode = f"character LM {name(self.char_lm)}" if self.char_lm else "character loop"
+            text = f"{mode}, char penalty {self.char_penalty:g}"
+        else:
+            text = f"lexicon {name(self.lexicon)}"
+            if self.lm is not None:
+                text += f" + LM {name(self.lm)} (weight {knob('lm_weight')})"
+            if self.unk_penalty is not None and self.char_lm is not None:
+                text += f" + out-of-lexicon words ({name(self.char_lm)}, penalty {self.unk_penalty:g})"
+            text += f", word penalty {knob('word_penalty')}, glue penalty {knob('glue_penalty')}"
+        return text + (f", prior scale {self.prior_scale:g}" if self.prior_scale is not None else "")
+
+
+def resolve_model_dir(model_dir: str | os.PathLike | None = None) -> Path:
+    """``model_dir``, or the default model's directory when None; HwrError if it is not there."""
+    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    if model_dir == default_model_dir() and not (model_dir / "model.json").is_file():
+        raise HwrError(f"no default model in {model_dir} (the package was installed without it); "
+                       "pass a model directory with --model DIR")
+    if not model_dir.is_dir():
+        raise HwrError(f"model {model_dir}: not a directory")
+    return model_dir
+
+
+def settings_line(model_dir: str | os.PathLike | None, recognizer, settings: DecoderSettings) -> str:
+    """One line naming the model, its kind and the decoding settings in use (for stderr)."""
+    path = resolve_model_dir(model_dir)
+    which = " (the bundled default model)" if path.resolve() == default_model_dir() else ""
+    kind = recognizer.model.emission_type
+    return f"model {path}{which}, {kind.upper()}-HMM; decoding: {settings.describe(kind)}"
+
+
+def load_recognizer(model_dir: str | os.PathLike | None = None, nbest: int = 1, **overrides):
+    """``(Recognizer, DecoderSettings)`` of a decoder directory (default: :func:`default_model_dir`).
+
+    ``overrides`` replace settings of ``decoder.json`` (e.g. ``lm_weight=4.0``, or
+    ``lexicon=Path(...)``); a None value means "not given" and keeps the stored setting.
+    """
+    from .model import load_model
+
+    model = load_model(resolve_model_dir(model_dir))
+    settings = model.decoder_settings().replace(**{k: v for k, v in overrides.items() if v is not None})
+    return settings.recognizer(model, nbest=nbest), settings
+
+
+def load_default_recognizer(nbest: int = 1, **overrides):
+    """``(Recognizer, DecoderSettings)`` of the shipped default model (HwrError if it is missing)."""
+    return load_recognizer(None, nbest=nbest, **overrides)
 
 
 @dataclass
@@ -285,9 +544,17 @@ class _Item:
 class Recognizer:
     """Decodes lines with a trained model; build once, call per line.
 
-    Parameters
-    ----------
-    model : HwrModel
+    ``Recognizer(model, settings)`` takes a :class:`DecoderSettings`: its unset weights and
+    penalties take the calibrated values of the model's emission type and mode, its unset
+    pruning knobs the decoder's defaults, and a ``prior_scale`` rescales a hybrid's
+    likelihoods. ``Recognizer(model, lexicon=..., lm_weight=..., ...)`` takes the same knobs
+    as keywords (they replace those of ``settings`` when both are given); without
+    ``settings``, unset weights and penalties are the formula's neutral values (LM weight
+    1, penalties 0), not the calibrated ones. ``loaded`` maps file paths to their loaded
+    content (word lists, kenlm models) to share between recognisers.
+
+    The knobs (see the module docstring for the score):
+
     lexicon : path of a lexicon file, or a sequence of words, or None
         None: lexicon-free decoding (character loop, or character LM if ``char_lm``).
         Words whose characters are outside the model's alphabet are left out and
@@ -307,38 +574,46 @@ class Recognizer:
         decoding, or the speller of out-of-lexicon words when ``unk_penalty`` is set.
     """
 
-    def __init__(self, model: HwrModel, lexicon=None, lm=None, lm_weight: float = 1.0,
-                 word_penalty: float = 0.0, beam: float = DEFAULT_BEAM, max_active: int = DEFAULT_MAX_ACTIVE,
-                 nbest: int = 1, char_penalty: float = 0.0, unk_penalty: float | None = None, char_lm=None,
-                 unk_beam: float = DEFAULT_UNK_BEAM, unk_max_active: int = DEFAULT_UNK_MAX_ACTIVE,
-                 glue_penalty: float = 0.0):
+    def __init__(self, model: HwrModel, settings: DecoderSettings | None = None, *, loaded: dict | None = None,
+                 **knobs):
+        if settings is None:
+            settings = DecoderSettings(**_NEUTRAL).replace(**knobs)
+        elif knobs:
+            settings = settings.replace(**knobs)
+        if settings.prior_scale is not None:
+            model = model.with_prior_scale(settings.prior_scale)
+        self.settings = settings
+        full = settings.resolved(model.emission_type)
+        loaded = loaded or {}
+        lexicon, lm, char_lm = (loaded.get(f, f) if isinstance(f, (str, os.PathLike)) else f
+                                for f in (full.lexicon, full.lm, full.char_lm))
         from .lm import SPACE_TOKEN, LmScorer, char_lm_symbols, check_vocabulary
 
         self.model = model
-        self.lm_weight = float(lm_weight)
-        self.word_penalty = float(word_penalty)
-        self.beam = float(beam)
-        self.max_active = int(max_active)
-        self.nbest = int(nbest)
-        self.char_penalty = float(char_penalty)
-        self.glue_penalty = float(glue_penalty)
-        self.unk_penalty = None if unk_penalty is None else float(unk_penalty)
-        self.unk_beam = float(unk_beam)
-        self.unk_max_active = int(unk_max_active)
+        self.lm_weight = float(full.lm_weight)
+        self.word_penalty = float(full.word_penalty)
+        self.beam = float(full.beam)
+        self.max_active = int(full.max_active)
+        self.nbest = int(full.nbest)
+        self.char_penalty = float(full.char_penalty)
+        self.glue_penalty = float(full.glue_penalty)
+        self.unk_penalty = None if full.unk_penalty is None else float(full.unk_penalty)
+        self.unk_beam = float(full.unk_beam)
+        self.unk_max_active = int(full.unk_max_active)
         if not (math.isfinite(self.lm_weight) and self.lm_weight >= 0):
-            raise HwrError(f"LM weight must be a finite number >= 0, got {lm_weight}")
+            raise HwrError(f"LM weight must be a finite number >= 0, got {full.lm_weight}")
         for name, v in (("word penalty", self.word_penalty), ("character penalty", self.char_penalty),
                         ("glue penalty", self.glue_penalty)):
             if not math.isfinite(v):
                 raise HwrError(f"{name} must be finite, got {v}")
         if not self.beam > 0:
-            raise HwrError(f"beam must be > 0, got {beam}")
+            raise HwrError(f"beam must be > 0, got {full.beam}")
         if not self.unk_beam > 0:
-            raise HwrError(f"unk beam must be > 0, got {unk_beam}")
+            raise HwrError(f"unk beam must be > 0, got {full.unk_beam}")
         if self.max_active < 1 or self.nbest < 1 or self.unk_max_active < 1:
             raise HwrError("max_active, unk_max_active and nbest must be >= 1")
         if self.unk_penalty is not None and not math.isfinite(self.unk_penalty):
-            raise HwrError(f"unk penalty must be finite, got {unk_penalty}")
+            raise HwrError(f"unk penalty must be finite, got {full.unk_penalty}")
         if lm is not None and lexicon is None:
             raise HwrError("a word language model needs a lexicon")
         if self.unk_penalty is not None and (lexicon is None or char_lm is None):
@@ -806,6 +1081,10 @@ class Recognizer:
         if unk_max_active is not None:
             self.unk_max_active = int(unk_max_active)
         self.search.set_pruning(self.beam, self.max_active, self.unk_beam, self.unk_max_active)
+
+    def display_text(self, hypothesis: Hypothesis) -> str:
+        """The hypothesis as running text (:meth:`DecoderSettings.display_text` of the settings)."""
+        return self.settings.display_text(hypothesis)
 
     def decode_features(self, feats: np.ndarray) -> Hypothesis:
         """Decode normalised features (T, D)."""

@@ -39,8 +39,36 @@ MODEL_FILE = "model.json"
 
 
 @dataclass
+class AlignedSpan:
+    """A character or word of a forced alignment: its frames and its pixels in the image."""
+
+    text: str
+    first_frame: int
+    last_frame: int
+    x_start: float
+    x_end: float
+
+
+@dataclass
+class LineAlignment:
+    """Forced alignment of one line image with its transcription (:meth:`HwrModel.align`)."""
+
+    text: str
+    score: float            # log p(x, best path | text)
+    n_frames: int
+    states: np.ndarray      # (T,) emitting HMM state of every frame
+    chars: list             # AlignedSpan per character (the spaces the path visits included)
+    words: list             # AlignedSpan per word
+
+
+@dataclass
 class HwrModel:
-    """Everything needed to turn a line image into per-state emission scores."""
+    """Everything needed to turn a line image into per-state emission scores.
+
+    The object a notebook works with: ``HwrModel.fit(lines)`` (or ``hybrid_hwr.train``)
+    trains one, ``load_model(dir)`` / ``model.save(dir)`` read and write a model directory,
+    ``model.recognizer(settings)`` decodes with it, ``model.align(image, text)`` aligns.
+    """
 
     alphabet: Alphabet
     frontend: FrontEnd
@@ -49,6 +77,67 @@ class HwrModel:
     transitions: Transitions
     emission: Emission  # GmmSet or MlpEmission (hybrid_hwr.emission)
     history: dict = field(default_factory=dict)
+    # the directory it was loaded from or saved to (its decoder.json gives recognizer()'s defaults)
+    directory: Path | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def fit(cls, lines, valid=None, **options) -> "HwrModel":
+        """Train a model on ``lines`` (:class:`hybrid_hwr.data.Line` list, or a split file's
+        path): see :func:`hybrid_hwr.train.fit` for the options."""
+        from .train import fit
+
+        return fit(lines, valid, **options)
+
+    def save(self, directory: str | os.PathLike, settings=None) -> Path:
+        """Write the model into ``directory`` (atomically), and ``settings`` (a
+        :class:`hybrid_hwr.decode.DecoderSettings`) as its decoder.json; returns the directory."""
+        directory = save_model(self, directory)
+        if settings is not None:
+            settings.save(directory)
+        self.directory = directory
+        return directory
+
+    @property
+    def recognizer_class(self) -> type:
+        from .decode import Recognizer
+
+        return Recognizer
+
+    def decoder_settings(self):
+        """The :class:`hybrid_hwr.decode.DecoderSettings` of the model's decoder.json (a
+        character loop when there is none, or the model has no directory)."""
+        from .decode import DecoderSettings
+
+        return DecoderSettings.load(self.directory) if self.directory is not None else DecoderSettings()
+
+    def recognizer(self, settings=None, **knobs):
+        """A :class:`hybrid_hwr.decode.Recognizer` for this model: ``settings`` (default:
+        :meth:`decoder_settings`) with ``knobs`` (e.g. ``lexicon=..., lm=..., nbest=5``)
+        replaced; unset weights and penalties take the calibrated values of the model's kind."""
+        settings = self.decoder_settings() if settings is None else settings
+        return self.recognizer_class(self, settings.replace(**knobs) if knobs else settings)
+
+    def align(self, image, text: str) -> LineAlignment:
+        """Forced alignment of a line image (a gray/RGB array, or an image file's path) with
+        its transcription; HwrError if ``text`` holds characters the model does not know or
+        the line has too few frames for it."""
+        from .align import force_align
+        from .data import load_image
+        from .decode import frames_to_pixels
+
+        gray = load_image(image) if isinstance(image, (str, os.PathLike)) else image
+        ids = self.alphabet.encode(text)
+        feats, line = self.features(gray)
+        result = force_align(self.emission, self.topology, self.transitions, feats, ids)
+        if result is None:
+            raise HwrError(f"{len(feats)} frames cannot hold the transcription {text!r}")
+
+        def span(piece, first, last):
+            return AlignedSpan(piece, int(first), int(last), *frames_to_pixels(self, line, len(feats), first, last))
+
+        chars = [span(text[c.char_index], c.first_frame, c.last_frame) for c in result.chars]
+        words = [span(text[w.first_char:w.last_char + 1], w.first_frame, w.last_frame) for w in result.words]
+        return LineAlignment(text, result.score, len(feats), result.states, chars, words)
 
     @property
     def emission_type(self) -> str:
@@ -166,6 +255,7 @@ def load_model(directory: str | os.PathLike, _retried: bool = False) -> HwrModel
     except (zipfile.BadZipFile, EOFError, OSError) as exc:   # a damaged file whose checksum was recomputed
         raise HwrError(f"{where}: {arrays_path.name} is corrupt ({exc})") from None
     _check_consistency(model, where)
+    model.directory = directory
     return model
 
 
