@@ -103,7 +103,7 @@ from .errors import HwrError
 from .fileio import atomic_write_text
 from .lexicon import PrefixTree, build_prefix_tree, describe_rejected, lexicon_tree, load_lexicon
 from .model import HwrModel
-from .search import (R_UNK_CHAR, R_UNK_WORD, R_WORD, TokenSearch, build_network, lattice_backward,
+from .search import (R_UNK_CHAR, R_UNK_WORD, R_WORD, Objective, TokenSearch, build_network, lattice_backward,
                      lattice_posteriors, unigram_lookahead, word_level_links)
 from .text import LANGUAGES
 
@@ -681,12 +681,13 @@ class Recognizer:
         self._lm_scorer = self.scorer if self.scorer is not None else _NoLm()
         net, unit_ids, search_scorer, n_words, options = self._search_network(
             tree, flags, unk_symbols, lookahead, search_scorer, len(lm_tokens))
+        # the score's weights (a CTC character loop without LM weighs its empty LM by 1: set above)
+        self.objective = Objective(self.lm_weight, self._penalty, self.unk_penalty or 0.0, self._glue)
         self.search = TokenSearch(
-            net, unit_ids, lm_weight=self.lm_weight, word_penalty=self._penalty, beam=self.beam,
+            net, unit_ids, objective=self.objective, beam=self.beam,
             max_active=self.max_active, space_prob=transitions.space_prob, blank_prob=transitions.blank_prob,
             word_scorer=search_scorer, n_words=n_words, char_scorer=self.char_scorer,
-            n_chars=len(char_tokens), unk_penalty=self.unk_penalty or 0.0, glue_penalty=self._glue,
-            unk_beam=self.unk_beam,
+            n_chars=len(char_tokens), unk_beam=self.unk_beam,
             unk_max_active=self.unk_max_active, unk_start_state=unk_start,
             unk_end_token=self._sp_token, **dict(flags, **options))
         # word posteriors weigh paths by exp(score / lm_weight): the optical scale 1/lm_weight
@@ -745,14 +746,13 @@ class Recognizer:
         return sum(1 for a, b in zip(items, items[1:])
                    if b.start == a.end + 1 and _glues(a.text[-1]) and _glues(b.text[0]))
 
-    def _penalties(self, items) -> float:
-        """The word, unknown-word and glue terms of the score of a hypothesis."""
-        n_unk = sum(1 for it in items if it.token == -1)
-        return self._penalty * len(items) + (self.unk_penalty or 0.0) * n_unk + self._glue * self._n_glued(items)
+    def _counts(self, items) -> tuple[int, int, int]:
+        """(words, out-of-lexicon words, glued joins) of a hypothesis: the counts of the score's terms."""
+        return len(items), sum(1 for it in items if it.token == -1), self._n_glued(items)
 
     def _alternative(self, items, score) -> Alternative:
         lm = self._lm_logp(items)
-        optical = score - self.lm_weight * lm - self._penalties(items)
+        optical = self.objective.optical(score, lm, *self._counts(items))
         return Alternative(self._text(items), float(score), float(optical), float(lm))
 
     def _text(self, items) -> str:
@@ -864,8 +864,7 @@ class Recognizer:
         recorded_glue = glue_head.copy()     # glued to the predecessor the search recorded
         if recorded_glue.any():
             recorded_glue[recorded_glue] = self._record_glue_tail(rec, pr[keep][recorded_glue])
-        sigma = (gain - lmw * (rec.lmlp[ids] + extra) - self._penalty
-                 - np.where(is_unk, self.unk_penalty or 0.0, 0.0) - self._glue * recorded_glue)
+        sigma = self.objective.word_optical(gain, rec.lmlp[ids] + extra, is_unk, recorded_glue)
         # duplicates (same span, same lexicon word) keep the best sigma; unknown words stay apart
         order = np.lexsort((-sigma, np.where(is_unk, np.arange(len(ids)), -1), token, end, b))
         key = np.stack([b, end, token, np.where(is_unk, np.arange(len(ids)), -1)], 1)[order]
@@ -906,7 +905,7 @@ class Recognizer:
         starts = lat.start[near]
         scorer = self._lm_scorer
         width = n + 2
-        penalty, unk_penalty = self._penalty, self.unk_penalty or 0.0
+        extend = self.objective.extend
         pending = {-1: [(0.0, scorer.BOS, (), ())]}    # node -> (score, LM state, word keys, arc ids)
         finals = []
         tail, tail_near = lat.tail, lat.tail_near
@@ -916,7 +915,7 @@ class Recognizer:
         arc_end, arc_tok, arc_sig = lat.end[near].tolist(), lat.token[near].tolist(), lat.sigma[near].tolist()
         arc_extra, arc_unk = lat.extra[near].tolist(), lat.is_unk[near].tolist()
         arc_ids = lat.ids[near].tolist()
-        glue, glue_head, glue_tail = self._glue, lat.glue_head.tolist(), lat.glue_tail.tolist()
+        glue_head, glue_tail = lat.glue_head.tolist(), lat.glue_tail.tolist()
         for node, a0, a1 in zip(nodes, lo.tolist(), hi.tolist()):
             hyps = pending.pop(node, None)
             if not hyps:
@@ -935,13 +934,12 @@ class Recognizer:
             for k in range(a0, a1):
                 tok, unk = arc_tok[k], arc_unk[k]
                 word_key = lat.unk_items[arc_ids[k]].text if unk else tok
-                gain_k = arc_sig[k] + penalty + (unk_penalty if unk else 0.0)
                 target = pending.setdefault(arc_end[k], [])
                 head = glue_head[int(near[k])]
                 for score, state, words, path in top:
                     lp, nxt = scorer.score(state, tok)
-                    glued = glue if head and path and glue_tail[path[-1]] else 0.0
-                    target.append((score + gain_k + glued + lmw * (lp + arc_extra[k]), nxt, words + (word_key,),
+                    glued = bool(head and path and glue_tail[path[-1]])
+                    target.append((extend(score, arc_sig[k], lp + arc_extra[k], unk, glued), nxt, words + (word_key,),
                                    path + (int(near[k]),)))
         return [(score, tuple(self._arc_item(out.records, lat, k) for k in path)) for score, path in finals]
 
@@ -1057,7 +1055,7 @@ class Recognizer:
                      for it, sp in zip(candidate, spans)]
             lm = self._lm_logp(candidate)
             aligned = [_Item(it.text, it.token, sp.first_frame, sp.last_frame) for it, sp in zip(candidate, spans)]
-            score = optical + self.lm_weight * lm + self._penalties(aligned)
+            score = self.objective.total(optical, lm, *self._counts(aligned))
             alt = Alternative(self._text(candidate), float(score), float(optical), float(lm))
             return Hypothesis(alt.text, alt.score, alt.optical_score, alt.lm_score, n_frames=len(loglik),
                               words=words, nbest=[alt])
