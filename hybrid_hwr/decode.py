@@ -56,6 +56,22 @@ decoded symbols, a leading or trailing space symbol included.
 A line with no frames, or too few frames for any word sequence, gives the empty result
 ``text == ""``, ``score == -inf``, no words, empty n-best list.
 
+Settings and decoder directories: :class:`DecoderSettings` is the one list of these knobs
+(what :class:`Recognizer` takes). A *decoder directory* is a model directory
+(:mod:`hybrid_hwr.model`) that may also hold ``decoder.json``, the settings that go with
+the model, and the lexicon and LM files it names (relative names are read next to it)::
+
+    hybrid_hwr/models/default/
+        model.json, arrays-<sha8>.npz     the optical model
+        decoder.json                      {"lexicon": "fr-50k.txt", "lm": "fr-3gram.arpa.gz",
+                                           "lm_weight": 4.0, "word_penalty": -5.0, ..., "lang": "fr"}
+        fr-50k.txt, fr-3gram.arpa.gz
+
+Its keys are :class:`DecoderSettings`' fields, all optional (a directory without it decodes
+with a character loop); unset weights and penalties take the calibrated values of
+:data:`CALIBRATED` for the model's emission type and the mode. :func:`load_recognizer`
+reads a decoder directory, :meth:`DecoderSettings.save` writes one.
+
 Search details that change which paths survive pruning, never a complete hypothesis's
 score: the word (and unknown-word) penalty is paid when a word starts; tokens pay a
 unigram LM look-ahead down the prefix tree; finished lines (tokens in the trailing

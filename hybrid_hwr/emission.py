@@ -56,6 +56,9 @@ class Emission(EmissionScores, Protocol):
 
     prior_scale: float | None    # kappa of scaled likelihoods; None: the model has no state priors
 
+    def log_likelihoods(self, features: np.ndarray, states=None) -> np.ndarray:
+        """(T, S) scores, or (T, len(states)) of the given states only (what the aligner asks for)."""
+
     def save(self) -> tuple[dict, dict]:
         """``(arrays, meta)``: NumPy arrays for the model's ``.npz`` and a JSON-safe description."""
 

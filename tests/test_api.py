@@ -94,3 +94,27 @@ def test_fit_reads_split_files_and_checks_its_options(tmp_path):
         hybrid_hwr.HwrModel.fit(sample_dir() / "train.tsv", mixtures_per_state=3)
     with pytest.raises(HwrError, match="init_model"):
         hybrid_hwr.train(sample_dir() / "train.tsv", emission="mlp")
+
+
+def test_the_readme_notebook_example_runs(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").splitlines()
+    start = readme.index("    import hybrid_hwr")
+    block = []
+    for row in readme[start:]:
+        if row and not row.startswith("    "):
+            break
+        block.append(row[4:])
+    code = "\n".join(block).strip()
+    assert "hybrid_hwr.train(" in code and "model.recognizer(" in code and "model.save(" in code
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)      # noqa: S102 (the README's own example)
+    hyp, recognizer = namespace["hyp"], namespace["recognizer"]
+    assert hyp.words and all(w.text in recognizer.words for w in hyp.words)
+    printed = capsys.readouterr().out
+    assert recognizer.display_text(hyp) in printed
+    saved = hybrid_hwr.load_model(tmp_path / "sample_gmm")
+    for name, value in namespace["model"].emission.save()[0].items():
+        np.testing.assert_array_equal(saved.emission.save()[0][name], value)
