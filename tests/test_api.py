@@ -100,13 +100,15 @@ def test_the_readme_notebook_example_runs(tmp_path, monkeypatch, capsys):
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").splitlines()
-    start = readme.index("    import hybrid_hwr")
-    block = []
-    for row in readme[start:]:
+    blocks, block = [], []        # the indented code blocks of the README
+    for row in readme + ["end"]:
         if row and not row.startswith("    "):
-            break
-        block.append(row[4:])
-    code = "\n".join(block).strip()
+            if block:
+                blocks.append("\n".join(r[4:] for r in block).strip())
+            block = []
+        else:
+            block.append(row)
+    code = next(b for b in blocks if "hybrid_hwr.train(" in b)
     assert "hybrid_hwr.train(" in code and "model.recognizer(" in code and "model.save(" in code
     monkeypatch.chdir(tmp_path)
     namespace = {}
