@@ -82,7 +82,8 @@ was reading completed by the first word below its tree node) are force-aligned w
 ``align.viterbi`` and scored by the formula above (word confidences NaN); lexicon-free
 modes retry once more without beam.
 
-N-best lists come from a word lattice: every word end the search recorded is an arc
+N-best lists come from a word lattice (:class:`hybrid_hwr.search.lattice.WordLattices`, which
+also gives the confidences below): every word end the search recorded is an arc
 from the frame where its predecessor ended, carrying the optical score it had there
 (the word-pair approximation: a word's segment score is taken from its best recorded
 predecessor ending at the same frame).  The lattice is pruned around the best path
@@ -119,8 +120,9 @@ from .errors import HwrError
 from .fileio import atomic_write_text
 from .lexicon import PrefixTree, build_prefix_tree, describe_rejected, lexicon_tree, load_lexicon
 from .model import HwrModel
-from .search import (R_UNK_CHAR, R_UNK_WORD, R_WORD, Objective, TokenSearch, build_network, lattice_backward,
-                     lattice_posteriors, unigram_lookahead, word_level_links)
+from .search import LATTICE_BEAM, Objective, TokenSearch, WordLattices, build_network, unigram_lookahead
+from .search.lattice import Item as _Item
+from .search.objective import glues as _glues
 from .text import LANGUAGES
 
 __all__ = ["DecoderSettings", "WordBox", "Alternative", "Hypothesis", "Recognizer", "frames_to_pixels",
@@ -132,7 +134,6 @@ DEFAULT_BEAM = 500.0
 DEFAULT_MAX_ACTIVE = 2000
 DEFAULT_UNK_BEAM = 100.0
 DEFAULT_UNK_MAX_ACTIVE = 200
-LATTICE_BEAM = 50.0          # n-best lists come from the lattice arcs this close to the best path
 RESCORE_NBEST = 5            # n-best entries searched even for nbest=1 (they may beat the search's best)
 CONFIDENCE_BEAM = 12.0       # posteriors: arcs this far below the best path, in scaled nats, are left out
 # a line whose pruning lost every complete hypothesis is redone with wider pruning,
@@ -498,19 +499,6 @@ def _lexicon_words(value) -> list[str]:
     return list(dict.fromkeys(words))
 
 
-def _glues(ch: str) -> bool:
-    """Whether two words touching at character ``ch`` (without a space) pay the glue penalty."""
-    return ch.isalnum()
-
-
-def _take(values, index, default):
-    """``values[index]``, ``default`` where ``index < 0``."""
-    out = np.full(len(index), default, dtype=values.dtype)
-    ok = index >= 0
-    out[ok] = values[index[ok]]
-    return out
-
-
 class _NoLm:
     """Scorer of the empty LM: every token has probability 1, one state."""
 
@@ -521,38 +509,6 @@ class _NoLm:
 
     def end_score(self, state):
         return 0.0
-
-
-@dataclass
-class _Lattice:
-    """Word lattice of a line: arcs sorted by start boundary (-1: the line start)."""
-
-    ids: np.ndarray         # word-level record of each arc
-    start: np.ndarray       # boundary: last frame of the previous word (-1 at the line start)
-    end: np.ndarray         # last frame of the word
-    first: np.ndarray       # first frame of the word itself (after any space)
-    token: np.ndarray       # word id (symbol id in lexicon-free modes), -1 out-of-lexicon
-    gain: np.ndarray        # score the arc adds, as recorded by the search
-    sigma: np.ndarray       # its optical part
-    extra: np.ndarray       # ln P_char of an out-of-lexicon word's spelling, else 0
-    is_unk: np.ndarray
-    near: np.ndarray        # within LATTICE_BEAM of the best path (the n-best search's arcs)
-    glue_head: np.ndarray   # glued to its boundary (no space) and starts with a letter/digit
-    glue_tail: np.ndarray   # ends with a letter/digit
-    unk_items: dict         # record id -> _Item of out-of-lexicon words
-    tail: np.ndarray        # (T + 1,) score of ending the line after boundary - 1, LM end excluded
-    tail_eos: np.ndarray    # the same with the recorded ln p(</s> | state)
-    tail_near: np.ndarray   # line ends within LATTICE_BEAM of the best path
-
-
-@dataclass
-class _Item:
-    """A word (or character) of a hypothesis."""
-
-    text: str
-    token: int      # word id (lexicon modes), symbol id (character modes), -1 out-of-lexicon
-    start: int
-    end: int
 
 
 # ----------------------------------------------------------------------------- recognizer
@@ -709,6 +665,10 @@ class Recognizer:
         # word posteriors weigh paths by exp(score / lm_weight): the optical scale 1/lm_weight
         # that makes the LM's weight 1 (Kaldi's acoustic scale); 1 without an LM
         self.confidence_scale = 1.0 / self.lm_weight if search_scorer is not None and self.lm_weight > 0 else 1.0
+        # lattices, n-best lists and confidences of the search's records
+        self.lattices = WordLattices(self.objective, self._lm_scorer, self.words, symbols, net.unk_tok,
+                                     self._glue_symbol, self._glue_first, self._glue_last, self._spelling_logp,
+                                     self.confidence_scale)
         self._spell_cache: dict = {}
 
     # the character loop's per-symbol term includes the uniform prior -log K
@@ -791,209 +751,16 @@ class Recognizer:
 
     # ------------------------------------------------------------------ results
 
-    def _unk_item(self, rec, r):
-        """(item, word-level predecessor) of out-of-lexicon word record ``r``."""
-        end = int(rec.end[r])
-        p = int(rec.prev[r])
-        letters, start = [], end
-        while p >= 0 and rec.kind[p] == R_UNK_CHAR:
-            letters.append(self.model.alphabet.symbols[int(self.search.net.unk_tok[int(rec.token[p])])])
-            start = int(rec.start[p])
-            p = int(rec.prev[p])
-        return _Item("".join(reversed(letters)), -1, start, end), p
-
-    def _record_items(self, rec, r) -> list[_Item]:
-        """Words of the record chain ending at record ``r``."""
-        items = []
-        while r >= 0:
-            if rec.kind[r] == R_WORD:
-                w = int(rec.token[r])
-                items.append(_Item(self.words[w], w, int(rec.start[r]), int(rec.end[r])))
-                r = int(rec.prev[r])
-            else:
-                item, r = self._unk_item(rec, r)
-                items.append(item)
-        return items[::-1]
-
-    @staticmethod
-    def _word_level(rec):
-        """Word-level record ids and the word-level predecessor of every record."""
-        ids = np.flatnonzero((rec.kind == R_WORD) | (rec.kind == R_UNK_WORD))
-        return ids, word_level_links(rec.prev.astype(np.int64), rec.kind)
-
-    def _lattice(self, out, beam: float) -> _Lattice | None:
-        """The word lattice of the search's records, pruned to ``beam`` around the best path."""
-        rec, fin = out.records, out.finals
-        lmw = self.lm_weight
-        ids, pred = self._word_level(rec)
-        if len(fin.score) == 0:
-            return None
-        # arcs: word-level record r from boundary end[pred[r]] (-1 at the line start) to end[r]
-        pr = pred[ids]
-        b = _take(rec.end, pr, -1)
-        gain = rec.score[ids] - _take(rec.score, pr, 0.0)     # score added by the arc as recorded
-        T = out.n_frames
-        # trailing part after the last word (finals), per end frame: with the recorded
-        # ln p(</s> | state) (posteriors), and without it (the n-best search adds its own)
-        fr = fin.rec.astype(np.int64)
-        f_end = _take(rec.end, fr, -1)
-        f_gain = fin.score - _take(rec.score, fr, 0.0)
-        eos = np.array([self._lm_scorer.end_score(int(s)) for s in fin.lm_state]) if lmw > 0 else 0.0
-        tail, tail_eos = np.full(T + 1, -np.inf), np.full(T + 1, -np.inf)
-        np.maximum.at(tail, f_end + 1, f_gain - lmw * eos)
-        np.maximum.at(tail_eos, f_end + 1, f_gain)
-        best_total = float(fin.score.max())
-        # forward best per boundary (recorded scores), backward best completion, then prune
-        alpha = np.full(T + 1, -np.inf)
-        alpha[0] = 0.0
-        np.maximum.at(alpha, rec.end[ids].astype(np.int64) + 1, rec.score[ids])
-        order = np.argsort(-b, kind="stable")
-        beta = lattice_backward(b[order] + 1, rec.end[ids][order].astype(np.int64) + 1, gain[order],
-                                tail_eos.copy())
-        margin = alpha[b + 1] + gain + beta[rec.end[ids].astype(np.int64) + 1] - best_total
-        keep = margin >= -beam
-        ids, b, gain, margin = ids[keep], b[keep], gain[keep], margin[keep]
-        # optical part of each arc = recorded gain minus its recorded LM / penalty terms
-        token = rec.token[ids].astype(np.int64)
-        end = rec.end[ids].astype(np.int64)
-        is_unk = rec.kind[ids] == R_UNK_WORD
-        # spelled words of the pruned lattice only (the search records one per letter end)
-        unk_items = {r: self._unk_item(rec, r)[0] for r in ids[is_unk].tolist()}
-        extra = np.zeros(len(ids))
-        first = rec.start[ids].astype(np.int64)
-        for j in np.flatnonzero(is_unk).tolist():
-            item = unk_items[int(ids[j])]
-            extra[j] = self._spelling_logp(item.text)
-            first[j] = item.start
-        # glued joins: the arc starts right after its boundary with a letter/digit (head), and
-        # the word before it ends with one (tail); the n-best search pairs arcs anew
-        glue_head = np.zeros(len(ids), dtype=bool)
-        glue_tail = np.zeros(len(ids), dtype=bool)
-        if self._glue != 0.0:
-            lex = ~is_unk
-            glue_head[lex] = self._glue_first[token[lex]]
-            glue_tail[lex] = self._glue_last[token[lex]]
-            for j in np.flatnonzero(is_unk).tolist():
-                text = unk_items[int(ids[j])].text
-                glue_head[j], glue_tail[j] = _glues(text[0]), _glues(text[-1])
-            glue_head &= (first == b + 1) & (pr[keep] >= 0)
-        recorded_glue = glue_head.copy()     # glued to the predecessor the search recorded
-        if recorded_glue.any():
-            recorded_glue[recorded_glue] = self._record_glue_tail(rec, pr[keep][recorded_glue])
-        sigma = self.objective.word_optical(gain, rec.lmlp[ids] + extra, is_unk, recorded_glue)
-        # duplicates (same span, same lexicon word) keep the best sigma; unknown words stay apart
-        order = np.lexsort((-sigma, np.where(is_unk, np.arange(len(ids)), -1), token, end, b))
-        key = np.stack([b, end, token, np.where(is_unk, np.arange(len(ids)), -1)], 1)[order]
-        unique = np.ones(len(order), dtype=bool)
-        unique[1:] = np.any(key[1:] != key[:-1], axis=1)
-        arcs = order[unique]
-        arcs = arcs[np.argsort(b[arcs], kind="stable")]
-        return _Lattice(ids=ids[arcs], start=b[arcs], end=end[arcs], first=first[arcs], token=token[arcs],
-                        gain=gain[arcs], sigma=sigma[arcs], extra=extra[arcs], is_unk=is_unk[arcs],
-                        near=margin[arcs] >= -LATTICE_BEAM, glue_head=glue_head[arcs],
-                        glue_tail=glue_tail[arcs], unk_items=unk_items, tail=tail, tail_eos=tail_eos,
-                        tail_near=alpha + tail_eos - best_total >= -LATTICE_BEAM)
-
-    def _record_glue_tail(self, rec, records) -> np.ndarray:
-        """Whether each word-level record (-1: none) ends with a letter or digit."""
-        out = np.zeros(len(records), dtype=bool)
-        for j, r in enumerate(records.tolist()):
-            if r < 0:
-                continue
-            if rec.kind[r] == R_WORD:
-                out[j] = self._glue_last[int(rec.token[r])]
-            else:   # a spelled word: its last letter record
-                out[j] = self._glue_symbol[int(self.search.net.unk_tok[int(rec.token[int(rec.prev[r])])])]
-        return out
-
-    def _arc_item(self, rec, lat, k) -> _Item:
-        r = int(lat.ids[k])
-        if lat.is_unk[k]:
-            return lat.unk_items[r]
-        w = int(rec.token[r])
-        return _Item(self.words[w], w, int(rec.start[r]), int(rec.end[r]))
-
-    def _nbest(self, out, lat: _Lattice, n: int):
-        """(score, items) of up to ``n`` best distinct hypotheses, from the arcs of the lattice
-        within ``LATTICE_BEAM`` of the best path, with the exact LM."""
-        lmw = self.lm_weight
-        near = np.flatnonzero(lat.near)
-        starts = lat.start[near]
-        scorer = self._lm_scorer
-        width = n + 2
-        extend = self.objective.extend
-        pending = {-1: [(0.0, scorer.BOS, (), ())]}    # node -> (score, LM state, word keys, arc ids)
-        finals = []
-        tail, tail_near = lat.tail, lat.tail_near
-        nodes = sorted(set(starts.tolist()) | {-1} | {int(t) - 1 for t in np.flatnonzero(tail_near)})
-        lo = np.searchsorted(starts, nodes, side="left")
-        hi = np.searchsorted(starts, nodes, side="right")
-        arc_end, arc_tok, arc_sig = lat.end[near].tolist(), lat.token[near].tolist(), lat.sigma[near].tolist()
-        arc_extra, arc_unk = lat.extra[near].tolist(), lat.is_unk[near].tolist()
-        arc_ids = lat.ids[near].tolist()
-        glue_head, glue_tail = lat.glue_head.tolist(), lat.glue_tail.tolist()
-        for node, a0, a1 in zip(nodes, lo.tolist(), hi.tolist()):
-            hyps = pending.pop(node, None)
-            if not hyps:
-                continue
-            hyps.sort(key=lambda h: -h[0])
-            seen, top = set(), []
-            for h in hyps:
-                if h[2] not in seen:
-                    seen.add(h[2])
-                    top.append(h)
-                    if len(top) == width:
-                        break
-            if tail_near[node + 1] and np.isfinite(tail[node + 1]):
-                for score, state, _, path in top:
-                    finals.append((score + tail[node + 1] + lmw * scorer.end_score(state), path))
-            for k in range(a0, a1):
-                tok, unk = arc_tok[k], arc_unk[k]
-                word_key = lat.unk_items[arc_ids[k]].text if unk else tok
-                target = pending.setdefault(arc_end[k], [])
-                head = glue_head[int(near[k])]
-                for score, state, words, path in top:
-                    lp, nxt = scorer.score(state, tok)
-                    glued = bool(head and path and glue_tail[path[-1]])
-                    target.append((extend(score, arc_sig[k], lp + arc_extra[k], unk, glued), nxt, words + (word_key,),
-                                   path + (int(near[k]),)))
-        return [(score, tuple(self._arc_item(out.records, lat, k) for k in path)) for score, path in finals]
-
-    def _confidences(self, lat: _Lattice | None, items) -> list[float]:
-        """Posterior probability of each item of the best path (see the module docstring)."""
-        if lat is None or not len(lat.ids):
-            return [1.0] * len(items)
-        post, log_total = lattice_posteriors(lat.start + 1, lat.end + 1, lat.gain, lat.tail_eos,
-                                             self.confidence_scale)
-        if not np.isfinite(log_total):
-            return [math.nan] * len(items)
-        unk_text = ([lat.unk_items[r].text if u else None for r, u in zip(lat.ids.tolist(), lat.is_unk.tolist())]
-                    if any(it.token == -1 for it in items) else [])
-        out = []
-        for it in items:
-            if it.token == -1:
-                same = np.array([t == it.text for t in unk_text], dtype=bool)
-            else:
-                same = ~lat.is_unk & (lat.token == it.token)
-            same &= (lat.first <= it.end) & (lat.end >= it.start)
-            # paths through frame t hold one arc there: the mass of the word at each frame
-            # of its span is a probability; the word's confidence is its maximum (C_max)
-            mass = np.zeros(it.end - it.start + 1)
-            for k in np.flatnonzero(same).tolist():
-                mass[max(lat.first[k], it.start) - it.start:min(lat.end[k], it.end) - it.start + 1] += post[k]
-            out.append(float(min(mass.max(), 1.0)) if len(mass) else 1.0)
-        return out
-
     def _result(self, out, loglik_frames: int) -> Hypothesis:
         fin = out.finals
         if len(fin.score) == 0 or not np.isfinite(fin.score.max()):
             return Hypothesis("", -math.inf, -math.inf, 0.0, n_frames=loglik_frames)
         i = int(np.argmax(fin.score))
-        best_items = self._record_items(out.records, int(fin.rec[i]))
-        lattice = self._lattice(out, max(LATTICE_BEAM, CONFIDENCE_BEAM / self.confidence_scale))
+        best_items = self.lattices.record_items(out.records, int(fin.rec[i]))
+        lattice = self.lattices.build(out, max(LATTICE_BEAM, CONFIDENCE_BEAM / self.confidence_scale))
         # the n-best search rescores the lattice with the exact LM: it may find a better
         # path than the one the pruned search ended with
-        candidates = [(float(fin.score[i]), best_items)] + self._nbest(out, lattice, max(self.nbest, RESCORE_NBEST))
+        candidates = [(float(fin.score[i]), best_items)] + self.lattices.nbest(out, lattice, max(self.nbest, RESCORE_NBEST))
         candidates.sort(key=lambda c: -c[0])
         alternatives, top_items, seen = [], None, set()
         for score, items in candidates:
@@ -1007,7 +774,7 @@ class Recognizer:
             if len(alternatives) == self.nbest:
                 break
         top = alternatives[0]
-        words = self._word_boxes(top_items, self._confidences(lattice, top_items))
+        words = self._word_boxes(top_items, self.lattices.confidences(lattice, top_items))
         return Hypothesis(top.text, top.score, top.optical_score, top.lm_score, n_frames=loglik_frames,
                           words=words, nbest=alternatives)
 
@@ -1049,7 +816,7 @@ class Recognizer:
         if last is None or len(last.score) == 0:
             return None
         i = int(np.argmax(last.score))
-        items = self._record_items(out.records, int(last.bp[i]))
+        items = self.lattices.record_items(out.records, int(last.bp[i]))
         net, tree = self.search.net, self.tree
         node = int(net.net_unit[last.net[i]])
         if node < tree.n_nodes:

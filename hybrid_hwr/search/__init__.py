@@ -8,7 +8,8 @@ One module per part:
   LM tables, pruning (how tokens, LM states and pruning work is documented there);
 * :mod:`~hybrid_hwr.search.driver` -- :class:`TokenSearch`: runs the kernel on a line and
   serves its LM requests;
-* :mod:`~hybrid_hwr.search.lattice` -- the word-lattice kernels (posteriors, best completions);
+* :mod:`~hybrid_hwr.search.lattice` -- :class:`WordLattices`: the word lattice of a line's records,
+  its n-best search and word confidences (and their kernels);
 * :mod:`~hybrid_hwr.search.objective` -- :class:`Objective`, the score the search maximises.
 
 Every name is importable from ``hybrid_hwr.search``.
@@ -35,5 +36,6 @@ from .kernel import (ADAPTIVE_MARGIN, C_ACTIVE, C_EVENTS, C_FINALS, C_FRAME_RECO
                      _word_end_lookups, _word_lookup)  # noqa: F401
 from .network import UNIT_NAMES, build_network, unigram_lookahead  # noqa: F401
 from .driver import LmTable, SearchOutput, TokenSearch  # noqa: F401
-from .lattice import _log_add, lattice_backward, lattice_posteriors, word_level_links  # noqa: F401
-from .objective import Objective  # noqa: F401
+from .lattice import (LATTICE_BEAM, Item, Lattice, WordLattices, _log_add, lattice_backward,  # noqa: F401
+                      lattice_posteriors, word_level_links)  # noqa: F401
+from .objective import Objective, glues  # noqa: F401

@@ -51,3 +51,9 @@ class Objective:
         """Optical score of words (arrays) from the score ``gain`` each added (inverse of :meth:`extend`)."""
         return (gain - self.lm_weight * lm_logp - self.word_penalty - np.where(unk, self.unk_penalty, 0.0)
                 - self.glue_penalty * glued)
+
+
+def glues(ch: str) -> bool:
+    """Whether two words touching at character ``ch`` (without a space) make a glued join:
+    letters and digits do (``str.isalnum``), punctuation does not."""
+    return ch.isalnum()
