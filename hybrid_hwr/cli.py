@@ -506,11 +506,10 @@ def _run_decode(args: argparse.Namespace) -> int:
     import json
 
     from .batch import map_line_images, progress
-    from .demo import load_recognizer, settings_line
+    from .decode import DecoderSettings, load_recognizer, settings_line
 
-    given = {name: getattr(args, name) for name in ("lexicon", "lm", "char_lm", "lm_weight", "word_penalty", "glue_penalty",
-                                                    "unk_penalty", "char_penalty", "beam", "max_active", "unk_beam",
-                                                    "unk_max_active", "prior_scale", "lang")}
+    # decode's options are the decoder's knobs (DecoderSettings' fields, nbest apart: --nbest has a default)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DecoderSettings) if f.name != "nbest"}
     if args.emissions and args.prior_scale is not None:
         raise HwrError("--prior-scale acts when emission scores are computed: pass it to `hybrid-hwr emissions`, "
                        "not to decode --emissions")
@@ -634,15 +633,14 @@ def _details_file(path, finished: set[str] | None) -> RecordFile:
 
 def _ctc_recognizer(args, given):
     from .ctc import CtcModel
-    from .demo import DecoderSettings, resolve_model_dir
+    from .decode import DecoderSettings, resolve_model_dir
 
     if not args.emissions:
         raise HwrError("--ctc reads a network's outputs: give them with --emissions FILE.npz|DIR")
     if given.get("prior_scale") is not None:
         raise HwrError("--prior-scale does not apply to CTC outputs")
     settings = DecoderSettings.load(resolve_model_dir(args.model)) if args.model else DecoderSettings()
-    settings = dataclasses.replace(settings, **{k: Path(v) if k in ("lexicon", "lm", "char_lm") else v
-                                                for k, v in given.items() if v is not None})
+    settings = settings.replace(**{k: v for k, v in given.items() if v is not None})
     model = CtcModel.from_file(args.ctc, args.blank, args.log_softmax)
     return settings.recognizer(model, nbest=args.nbest), settings
 
@@ -695,7 +693,7 @@ def _run_emissions(args: argparse.Namespace) -> int:
     import functools
 
     from .batch import map_line_images
-    from .demo import DecoderSettings, resolve_model_dir
+    from .decode import DecoderSettings, resolve_model_dir
     from .model import load_model
 
     model_dir = resolve_model_dir(args.model)
@@ -824,7 +822,7 @@ _MODE_NAMES = {"charloop": "character loop", "charlm": "character LM", "lexicon"
 
 
 def _run_tune(args: argparse.Namespace) -> int:
-    from .demo import resolve_model_dir
+    from .decode import resolve_model_dir
     from .tune import tune
 
     model_dir = resolve_model_dir(args.model)
@@ -932,7 +930,7 @@ def _add_data(subparsers) -> None:
 def _run_data(args: argparse.Namespace) -> int:
     from . import numba_cache, resources
     from .data import sample_dir
-    from .demo import default_model_dir
+    from .decode import default_model_dir
     from .lm import find_kenlm_binary
 
     if args.name:

@@ -126,6 +126,7 @@ class CtcModel:
     blank; ``columns`` maps its states to the network's output columns.
     """
 
+    # the scoring half of hybrid_hwr.emission (EmissionScores); not stored in a model directory
     emission_type = "ctc"   # no calibrated decoder defaults: LM weight 1, penalties 0 unless given
 
     def __init__(self, symbols, log_softmax: bool = False):
@@ -148,6 +149,11 @@ class CtcModel:
     def from_file(cls, path, blank: int = 0, log_softmax: bool = False) -> "CtcModel":
         return cls(read_alphabet(path, blank), log_softmax)
 
+    @property
+    def n_states(self) -> int:
+        """One state per character and the blank."""
+        return self.topology.n_emitting
+
     def with_prior_scale(self, prior_scale):
         raise HwrError("a prior scale (--prior-scale or decoder.json's prior_scale) does not apply to CTC outputs")
 
@@ -160,7 +166,7 @@ class CtcModel:
         return to_log_probs(x, self.log_softmax)[:, self.columns]
 
     @property
-    def recognizer_class(self):
+    def recognizer_class(self) -> type:
         return CtcRecognizer
 
 
@@ -269,10 +275,11 @@ class CtcRecognizer(Recognizer):
 
     uniform_symbol_prior = False     # greedy decoding: no per-character prior
 
-    def __init__(self, model: CtcModel, lexicon=None, lm=None, **settings):
-        if settings.get("unk_penalty") is not None:
+    def __init__(self, model: CtcModel, settings=None, *, loaded=None, **knobs):
+        unk_penalty = knobs.get("unk_penalty", settings.unk_penalty if settings is not None else None)
+        if unk_penalty is not None:
             raise HwrError("out-of-lexicon words (--unk-penalty) are not available for CTC outputs")
-        super().__init__(model, lexicon=lexicon, lm=lm, **settings)
+        super().__init__(model, settings, loaded=loaded, **knobs)
 
     def _search_network(self, tree, flags, unk_symbols, lookahead, search_scorer, n_words):
         model = self.model

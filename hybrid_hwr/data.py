@@ -228,13 +228,15 @@ def load_image(path: str | Path) -> np.ndarray:
     """
     from PIL import Image, UnidentifiedImageError
 
+    from .preprocess.gray import image_to_gray
+
     path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. palette-transparency warnings: handled below
             with Image.open(path) as image:
                 image.load()
-                gray = _to_gray(image)
+                gray = image_to_gray(image)
     except FileNotFoundError:
         raise HwrError(f"{path}: image not found") from None
     except IsADirectoryError:
@@ -248,38 +250,6 @@ def load_image(path: str | Path) -> np.ndarray:
     if gray.ndim != 2 or gray.shape[0] == 0 or gray.shape[1] == 0:
         raise HwrError(f"{path}: empty image ({'x'.join(map(str, gray.shape))} pixels)")
     return gray
-
-
-def _to_gray(image) -> np.ndarray:
-    """uint8 gray array of a loaded PIL image, whatever its mode."""
-    from PIL import Image
-
-    mode = image.mode
-    if mode == "P" and "transparency" not in image.info:
-        # an opaque palette: its colours' luma directly (the same values as the composite below, ~8x faster)
-        return np.asarray(image.convert("L"), dtype=np.uint8)
-    if mode == "P" or mode == "PA":
-        image = image.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "La", "RGBa"):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(white, rgba).convert("L"), dtype=np.uint8)
-    if mode == "L":
-        return np.asarray(image, dtype=np.uint8)
-    if mode == "1":
-        return np.asarray(image.convert("L"), dtype=np.uint8)
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        values = np.asarray(image).astype(np.float64)
-        if mode == "F":
-            finite = values[np.isfinite(values)]
-            top = 1.0 if finite.size == 0 or finite.max() <= 1.0 else 255.0 if finite.max() <= 255.0 else 65535.0
-        else:
-            # 16-bit scans use the full 0..65535 range; an 'I' image holding 8-bit values stays as it is
-            top = 65535.0 if mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-        values = np.nan_to_num(values, nan=top, posinf=top, neginf=0.0)
-        return np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8)
-    return np.asarray(image.convert("RGB").convert("L"), dtype=np.uint8)
 
 
 def report_skipped(line: Line, error: Exception) -> None:

@@ -56,6 +56,22 @@ decoded symbols, a leading or trailing space symbol included.
 A line with no frames, or too few frames for any word sequence, gives the empty result
 ``text == ""``, ``score == -inf``, no words, empty n-best list.
 
+Settings and decoder directories: :class:`DecoderSettings` is the one list of these knobs
+(what :class:`Recognizer` takes). A *decoder directory* is a model directory
+(:mod:`hybrid_hwr.model`) that may also hold ``decoder.json``, the settings that go with
+the model, and the lexicon and LM files it names (relative names are read next to it)::
+
+    hybrid_hwr/models/default/
+        model.json, arrays-<sha8>.npz     the optical model
+        decoder.json                      {"lexicon": "fr-50k.txt", "lm": "fr-3gram.arpa.gz",
+                                           "lm_weight": 4.0, "word_penalty": -5.0, ..., "lang": "fr"}
+        fr-50k.txt, fr-3gram.arpa.gz
+
+Its keys are :class:`DecoderSettings`' fields, all optional (a directory without it decodes
+with a character loop); unset weights and penalties take the calibrated values of
+:data:`CALIBRATED` for the model's emission type and the mode. :func:`load_recognizer`
+reads a decoder directory, :meth:`DecoderSettings.save` writes one.
+
 Search details that change which paths survive pruning, never a complete hypothesis's
 score: the word (and unknown-word) penalty is paid when a word starts; tokens pay a
 unigram LM look-ahead down the prefix tree; finished lines (tokens in the trailing
@@ -66,7 +82,8 @@ was reading completed by the first word below its tree node) are force-aligned w
 ``align.viterbi`` and scored by the formula above (word confidences NaN); lexicon-free
 modes retry once more without beam.
 
-N-best lists come from a word lattice: every word end the search recorded is an arc
+N-best lists come from a word lattice (:class:`hybrid_hwr.search.lattice.WordLattices`, which
+also gives the confidences below): every word end the search recorded is an arc
 from the frame where its predecessor ended, carrying the optical score it had there
 (the word-pair approximation: a word's segment score is taken from its best recorded
 predecessor ending at the same frame).  The lattice is pruned around the best path
@@ -88,10 +105,11 @@ lexicon-free modes the arcs are characters and a word gets its least sure charac
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -99,26 +117,284 @@ import numpy as np
 from .align import viterbi
 from .data import normalize_text
 from .errors import HwrError
+from .fileio import atomic_write_text
 from .lexicon import PrefixTree, build_prefix_tree, describe_rejected, lexicon_tree, load_lexicon
 from .model import HwrModel
-from .search import (R_UNK_CHAR, R_UNK_WORD, R_WORD, TokenSearch, build_network, lattice_backward,
-                     lattice_posteriors, unigram_lookahead, word_level_links)
+from .search import LATTICE_BEAM, Objective, TokenSearch, WordLattices, build_network, unigram_lookahead
+from .search.lattice import Item as _Item
+from .search.objective import glues as _glues
+from .text import LANGUAGES
 
-__all__ = ["WordBox", "Alternative", "Hypothesis", "Recognizer", "frames_to_pixels", "words_from_units",
-           "read_emissions", "DEFAULT_BEAM", "DEFAULT_MAX_ACTIVE", "DEFAULT_UNK_BEAM",
-           "DEFAULT_UNK_MAX_ACTIVE"]
+__all__ = ["DecoderSettings", "WordBox", "Alternative", "Hypothesis", "Recognizer", "frames_to_pixels",
+           "words_from_units", "read_emissions", "load_recognizer", "load_default_recognizer", "resolve_model_dir",
+           "default_model_dir", "CALIBRATED", "DECODER_FILE", "DEFAULT_BEAM", "DEFAULT_MAX_ACTIVE",
+           "DEFAULT_UNK_BEAM", "DEFAULT_UNK_MAX_ACTIVE"]
 
 DEFAULT_BEAM = 500.0
 DEFAULT_MAX_ACTIVE = 2000
 DEFAULT_UNK_BEAM = 100.0
 DEFAULT_UNK_MAX_ACTIVE = 200
-LATTICE_BEAM = 50.0          # n-best lists come from the lattice arcs this close to the best path
 RESCORE_NBEST = 5            # n-best entries searched even for nbest=1 (they may beat the search's best)
 CONFIDENCE_BEAM = 12.0       # posteriors: arcs this far below the best path, in scaled nats, are left out
 # a line whose pruning lost every complete hypothesis is redone with wider pruning,
 # (beam factor, max_active factor); then, with a lexicon, the best partial traceback is
 # completed and force-aligned (lexicon-free modes retry once more with no beam)
 RETRIES = ((4.0, 2),)
+
+
+# ----------------------------------------------------------------------------- settings
+
+DECODER_FILE = "decoder.json"
+_FILE_KEYS = ("lexicon", "lm", "char_lm")
+
+# Settings used when neither decoder.json nor an option gives them, by emission type and by
+# mode: the optima found on the validation splits of IAM-OnDB and Copiste (see the README's
+# results), rounded. GMM log-likelihoods are several times sharper than an MLP's scaled
+# likelihoods, so the LM weight and the penalties scale with them. `hybrid-hwr tune`
+# replaces them with values tuned for the model (written to decoder.json).
+CALIBRATED = {
+    # (emission type, mode): {knob: value}
+    ("mlp", "lexicon + LM"): {"lm_weight": 6.0, "word_penalty": -10.0, "glue_penalty": -10.0},
+    ("mlp", "lexicon"): {"lm_weight": 0.0, "word_penalty": -40.0, "glue_penalty": -10.0},
+    ("gmm", "lexicon + LM"): {"lm_weight": 16.0, "word_penalty": -40.0, "glue_penalty": -30.0},
+    ("gmm", "lexicon"): {"lm_weight": 0.0, "word_penalty": -200.0, "glue_penalty": -30.0},
+}
+_CALIBRATED_KNOBS = ("lm_weight", "word_penalty", "glue_penalty")
+# the values of the formula's knobs that leave it unweighted (Recognizer's keyword form)
+_NEUTRAL = {"lm_weight": 1.0, "word_penalty": 0.0, "glue_penalty": 0.0}
+# decoder defaults of the pruning knobs
+_PRUNING_DEFAULTS = {"beam": DEFAULT_BEAM, "max_active": DEFAULT_MAX_ACTIVE, "unk_beam": DEFAULT_UNK_BEAM,
+                     "unk_max_active": DEFAULT_UNK_MAX_ACTIVE}
+
+
+def default_model_dir() -> Path:
+    """Where the shipped default model lives (``hybrid_hwr/models/default``); it may be absent."""
+    return Path(__file__).resolve().parent / "models" / "default"
+
+
+@dataclass(frozen=True)
+class DecoderSettings:
+    """The decoder's knobs, the one list of them: what a :class:`Recognizer` takes and what
+    ``decoder.json`` stores (see the module docstring for the score they parametrise).
+
+    ``lexicon``, ``lm``, ``char_lm``: files (decoder.json's relative names resolved), or
+    in Python a word list / a ``kenlm.Model``. A knob left None takes the calibrated value
+    of the model's emission type and mode (:data:`CALIBRATED`: LM weight, word and glue
+    penalties) or the decoder's default (pruning); ``unk_penalty`` None is a strict
+    lexicon and ``prior_scale`` None the network's own kappa. ``lang`` only acts on
+    :meth:`display_text`.
+    """
+
+    lexicon: Path | None = None
+    lm: Path | None = None
+    char_lm: Path | None = None
+    lm_weight: float | None = None     # None: the calibrated default of the model's kind (CALIBRATED)
+    word_penalty: float | None = None
+    glue_penalty: float | None = None
+    char_penalty: float = 0.0
+    unk_penalty: float | None = None
+    beam: float | None = None          # None: the decoder's default
+    max_active: int | None = None
+    unk_beam: float | None = None      # pruning inside out-of-lexicon words (None: the decoder's default)
+    unk_max_active: int | None = None
+    prior_scale: float | None = None   # hybrid models: kappa of the scaled likelihoods (None: the model's)
+    nbest: int = 1                     # n-best list length
+    lang: str = "generic"              # tokeniser conventions (hybrid_hwr.text): en, fr or generic
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike, keys: tuple[str, ...] | None = None) -> "DecoderSettings":
+        """Settings of ``model_dir/decoder.json`` (defaults, i.e. a character loop, when it is absent).
+
+        ``keys`` reads and checks only those settings (``emissions`` needs ``prior_scale``, not
+        the lexicon and LM files).
+        """
+        model_dir = Path(model_dir)
+        path = model_dir / DECODER_FILE
+        if not path.is_file():
+            return cls()
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HwrError(f"{path}: not a readable JSON file ({exc})") from None
+        if not isinstance(raw, dict):
+            raise HwrError(f"{path}: expected a JSON object of decoding settings")
+        if keys is not None:
+            raw = {key: raw[key] for key in keys if key in raw}
+        return cls.from_dict(raw, model_dir, where=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: dict, base_dir: str | os.PathLike, where: str = DECODER_FILE) -> "DecoderSettings":
+        """Checked settings; relative file names are read in ``base_dir``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise HwrError(f"{where}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        values = {}
+        for key, value in raw.items():
+            if key in _FILE_KEYS:
+                if value is None:
+                    continue
+                if not isinstance(value, str) or not value:
+                    raise HwrError(f"{where}: {key} must be a file name or null, got {value!r}")
+                file = Path(base_dir) / value
+                if not file.is_file():
+                    raise HwrError(f"{where}: {key} file {file} is missing")
+                values[key] = file
+            elif key == "lang":
+                if value not in LANGUAGES:
+                    raise HwrError(f"{where}: lang must be one of {', '.join(LANGUAGES)}, got {value!r}")
+                values[key] = value
+            elif value is None and key in ("unk_penalty", "beam", "max_active", "unk_beam", "unk_max_active",
+                                           "prior_scale"):
+                continue
+            else:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise HwrError(f"{where}: {key} must be a finite number, got {value!r}")
+                if key == "prior_scale" and value < 0:
+                    raise HwrError(f"{where}: prior_scale must be >= 0, got {value!r}")
+                values[key] = int(value) if key in ("max_active", "unk_max_active", "nbest") else float(value)
+        return cls(**values)
+
+    def save(self, model_dir: str | os.PathLike, keys: tuple[str, ...] | None = None) -> Path:
+        """Write these settings to ``model_dir/decoder.json`` (atomically) and return its path.
+
+        Files inside ``model_dir`` are written relative to it, others absolute; ``keys``
+        (default: the file keys, every knob that is set, and ``lang``) are written and the
+        other keys of an existing decoder.json kept.
+        """
+        model_dir = Path(model_dir)
+        path = model_dir / DECODER_FILE
+        raw = {}
+        if path.is_file():
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                raw = {}
+        if keys is None:
+            keys = tuple(f.name for f in fields(self)
+                         if f.name in _FILE_KEYS or f.name == "lang" or getattr(self, f.name) is not None)
+        inside = model_dir.resolve()
+        for key in keys:
+            value = getattr(self, key)
+            if key in _FILE_KEYS and value is not None:
+                if not isinstance(value, (str, os.PathLike)):
+                    raise HwrError(f"decoder.json stores files: {key} is a {type(value).__name__}, not a path")
+                value = Path(value).resolve()
+                value = str(value.relative_to(inside)) if value.is_relative_to(inside) else str(value)
+            raw[key] = value
+        atomic_write_text(path, json.dumps(raw, indent=1, ensure_ascii=False) + "\n")
+        return path
+
+    def replace(self, **changes) -> "DecoderSettings":
+        """A copy with ``changes`` (HwrError naming an unknown knob); string paths become Paths."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise HwrError(f"unknown decoder setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        return replace(self, **{k: Path(v) if k in _FILE_KEYS and isinstance(v, (str, os.PathLike)) else v
+                                for k, v in changes.items()})
+
+    @property
+    def mode(self) -> str:
+        """The decoding mode these settings select."""
+        if self.lexicon is None:
+            return "character LM" if self.char_lm is not None else "character loop"
+        if self.unk_penalty is not None and self.char_lm is not None:
+            return "open vocabulary"
+        return "lexicon + LM" if self.lm is not None else "lexicon"
+
+    def calibrated(self, emission_type: str) -> "DecoderSettings":
+        """These settings with every unset LM weight / word / glue penalty filled in from
+        :data:`CALIBRATED` for the model's emission type and the decoding mode."""
+        mode = "lexicon + LM" if self.mode == "open vocabulary" else self.mode
+        table = CALIBRATED.get((emission_type, mode), {})
+        fill = {k: table.get(k, 0.0 if k != "lm_weight" else 1.0) for k in _CALIBRATED_KNOBS
+                if getattr(self, k) is None}
+        return replace(self, **fill) if fill else self
+
+    def resolved(self, emission_type: str) -> "DecoderSettings":
+        """Every knob explicit: :meth:`calibrated`, and the decoder's pruning defaults."""
+        full = self.calibrated(emission_type)
+        fill = {k: v for k, v in _PRUNING_DEFAULTS.items() if getattr(full, k) is None}
+        return replace(full, **fill) if fill else full
+
+    def recognizer(self, model, nbest: int | None = None, loaded: dict | None = None) -> "Recognizer":
+        """A :class:`Recognizer` (or the model's own kind of recogniser, e.g. for CTC outputs)
+        for ``model`` with these settings; ``nbest`` replaces theirs. ``loaded`` maps file
+        paths to their loaded content (lexicon word lists, kenlm models) to share between
+        recognisers."""
+        settings = self if nbest is None else replace(self, nbest=nbest)
+        return model.recognizer_class(model, settings, loaded=loaded)
+
+    def display_text(self, hypothesis) -> str:
+        """The hypothesis as running text: lexicon tokens (``l' État ,``) joined back (``l'État,``)."""
+        from .text import detokenize
+
+        if self.lexicon is None:
+            return hypothesis.text
+        return detokenize(hypothesis.text.split(), self.lang)
+
+    def describe(self, emission_type: str | None = None) -> str:
+        """One line for logs: the decoding mode and its knobs (with ``emission_type``, the
+        calibrated values of unset knobs, marked "default")."""
+        full = self.calibrated(emission_type) if emission_type else self
+
+        def knob(name):
+            value = getattr(full, name)
+            mark = " (default)" if getattr(self, name) is None and value is not None else ""
+            return f"{value:g}{mark}" if value is not None else "default"
+
+        def name(value):
+            return value.name if isinstance(value, Path) else type(value).__name__
+
+        if self.lexicon is None:
+            mode = f"character LM {name(self.char_lm)}" if self.char_lm else "character loop"
+            text = f"{mode}, char penalty {self.char_penalty:g}"
+        else:
+            text = f"lexicon {name(self.lexicon)}"
+            if self.lm is not None:
+                text += f" + LM {name(self.lm)} (weight {knob('lm_weight')})"
+            if self.unk_penalty is not None and self.char_lm is not None:
+                text += f" + out-of-lexicon words ({name(self.char_lm)}, penalty {self.unk_penalty:g})"
+            text += f", word penalty {knob('word_penalty')}, glue penalty {knob('glue_penalty')}"
+        return text + (f", prior scale {self.prior_scale:g}" if self.prior_scale is not None else "")
+
+
+def resolve_model_dir(model_dir: str | os.PathLike | None = None) -> Path:
+    """``model_dir``, or the default model's directory when None; HwrError if it is not there."""
+    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    if model_dir == default_model_dir() and not (model_dir / "model.json").is_file():
+        raise HwrError(f"no default model in {model_dir} (the package was installed without it); "
+                       "pass a model directory with --model DIR")
+    if not model_dir.is_dir():
+        raise HwrError(f"model {model_dir}: not a directory")
+    return model_dir
+
+
+def settings_line(model_dir: str | os.PathLike | None, recognizer, settings: DecoderSettings) -> str:
+    """One line naming the model, its kind and the decoding settings in use (for stderr)."""
+    path = resolve_model_dir(model_dir)
+    which = " (the bundled default model)" if path.resolve() == default_model_dir() else ""
+    kind = recognizer.model.emission_type
+    return f"model {path}{which}, {kind.upper()}-HMM; decoding: {settings.describe(kind)}"
+
+
+def load_recognizer(model_dir: str | os.PathLike | None = None, nbest: int = 1, **overrides):
+    """``(Recognizer, DecoderSettings)`` of a decoder directory (default: :func:`default_model_dir`).
+
+    ``overrides`` replace settings of ``decoder.json`` (e.g. ``lm_weight=4.0``, or
+    ``lexicon=Path(...)``); a None value means "not given" and keeps the stored setting.
+    """
+    from .model import load_model
+
+    model = load_model(resolve_model_dir(model_dir))
+    settings = model.decoder_settings().replace(**{k: v for k, v in overrides.items() if v is not None})
+    return settings.recognizer(model, nbest=nbest), settings
+
+
+def load_default_recognizer(nbest: int = 1, **overrides):
+    """``(Recognizer, DecoderSettings)`` of the shipped default model (HwrError if it is missing)."""
+    return load_recognizer(None, nbest=nbest, **overrides)
 
 
 @dataclass
@@ -223,19 +499,6 @@ def _lexicon_words(value) -> list[str]:
     return list(dict.fromkeys(words))
 
 
-def _glues(ch: str) -> bool:
-    """Whether two words touching at character ``ch`` (without a space) pay the glue penalty."""
-    return ch.isalnum()
-
-
-def _take(values, index, default):
-    """``values[index]``, ``default`` where ``index < 0``."""
-    out = np.full(len(index), default, dtype=values.dtype)
-    ok = index >= 0
-    out[ok] = values[index[ok]]
-    return out
-
-
 class _NoLm:
     """Scorer of the empty LM: every token has probability 1, one state."""
 
@@ -248,46 +511,22 @@ class _NoLm:
         return 0.0
 
 
-@dataclass
-class _Lattice:
-    """Word lattice of a line: arcs sorted by start boundary (-1: the line start)."""
-
-    ids: np.ndarray         # word-level record of each arc
-    start: np.ndarray       # boundary: last frame of the previous word (-1 at the line start)
-    end: np.ndarray         # last frame of the word
-    first: np.ndarray       # first frame of the word itself (after any space)
-    token: np.ndarray       # word id (symbol id in lexicon-free modes), -1 out-of-lexicon
-    gain: np.ndarray        # score the arc adds, as recorded by the search
-    sigma: np.ndarray       # its optical part
-    extra: np.ndarray       # ln P_char of an out-of-lexicon word's spelling, else 0
-    is_unk: np.ndarray
-    near: np.ndarray        # within LATTICE_BEAM of the best path (the n-best search's arcs)
-    glue_head: np.ndarray   # glued to its boundary (no space) and starts with a letter/digit
-    glue_tail: np.ndarray   # ends with a letter/digit
-    unk_items: dict         # record id -> _Item of out-of-lexicon words
-    tail: np.ndarray        # (T + 1,) score of ending the line after boundary - 1, LM end excluded
-    tail_eos: np.ndarray    # the same with the recorded ln p(</s> | state)
-    tail_near: np.ndarray   # line ends within LATTICE_BEAM of the best path
-
-
-@dataclass
-class _Item:
-    """A word (or character) of a hypothesis."""
-
-    text: str
-    token: int      # word id (lexicon modes), symbol id (character modes), -1 out-of-lexicon
-    start: int
-    end: int
-
-
 # ----------------------------------------------------------------------------- recognizer
 
 class Recognizer:
     """Decodes lines with a trained model; build once, call per line.
 
-    Parameters
-    ----------
-    model : HwrModel
+    ``Recognizer(model, settings)`` takes a :class:`DecoderSettings`: its unset weights and
+    penalties take the calibrated values of the model's emission type and mode, its unset
+    pruning knobs the decoder's defaults, and a ``prior_scale`` rescales a hybrid's
+    likelihoods. ``Recognizer(model, lexicon=..., lm_weight=..., ...)`` takes the same knobs
+    as keywords (they replace those of ``settings`` when both are given); without
+    ``settings``, unset weights and penalties are the formula's neutral values (LM weight
+    1, penalties 0), not the calibrated ones. ``loaded`` maps file paths to their loaded
+    content (word lists, kenlm models) to share between recognisers.
+
+    The knobs (see the module docstring for the score):
+
     lexicon : path of a lexicon file, or a sequence of words, or None
         None: lexicon-free decoding (character loop, or character LM if ``char_lm``).
         Words whose characters are outside the model's alphabet are left out and
@@ -307,38 +546,46 @@ class Recognizer:
         decoding, or the speller of out-of-lexicon words when ``unk_penalty`` is set.
     """
 
-    def __init__(self, model: HwrModel, lexicon=None, lm=None, lm_weight: float = 1.0,
-                 word_penalty: float = 0.0, beam: float = DEFAULT_BEAM, max_active: int = DEFAULT_MAX_ACTIVE,
-                 nbest: int = 1, char_penalty: float = 0.0, unk_penalty: float | None = None, char_lm=None,
-                 unk_beam: float = DEFAULT_UNK_BEAM, unk_max_active: int = DEFAULT_UNK_MAX_ACTIVE,
-                 glue_penalty: float = 0.0):
+    def __init__(self, model: HwrModel, settings: DecoderSettings | None = None, *, loaded: dict | None = None,
+                 **knobs):
+        if settings is None:
+            settings = DecoderSettings(**_NEUTRAL).replace(**knobs)
+        elif knobs:
+            settings = settings.replace(**knobs)
+        if settings.prior_scale is not None:
+            model = model.with_prior_scale(settings.prior_scale)
+        self.settings = settings
+        full = settings.resolved(model.emission_type)
+        loaded = loaded or {}
+        lexicon, lm, char_lm = (loaded.get(f, f) if isinstance(f, (str, os.PathLike)) else f
+                                for f in (full.lexicon, full.lm, full.char_lm))
         from .lm import SPACE_TOKEN, LmScorer, char_lm_symbols, check_vocabulary
 
         self.model = model
-        self.lm_weight = float(lm_weight)
-        self.word_penalty = float(word_penalty)
-        self.beam = float(beam)
-        self.max_active = int(max_active)
-        self.nbest = int(nbest)
-        self.char_penalty = float(char_penalty)
-        self.glue_penalty = float(glue_penalty)
-        self.unk_penalty = None if unk_penalty is None else float(unk_penalty)
-        self.unk_beam = float(unk_beam)
-        self.unk_max_active = int(unk_max_active)
+        self.lm_weight = float(full.lm_weight)
+        self.word_penalty = float(full.word_penalty)
+        self.beam = float(full.beam)
+        self.max_active = int(full.max_active)
+        self.nbest = int(full.nbest)
+        self.char_penalty = float(full.char_penalty)
+        self.glue_penalty = float(full.glue_penalty)
+        self.unk_penalty = None if full.unk_penalty is None else float(full.unk_penalty)
+        self.unk_beam = float(full.unk_beam)
+        self.unk_max_active = int(full.unk_max_active)
         if not (math.isfinite(self.lm_weight) and self.lm_weight >= 0):
-            raise HwrError(f"LM weight must be a finite number >= 0, got {lm_weight}")
+            raise HwrError(f"LM weight must be a finite number >= 0, got {full.lm_weight}")
         for name, v in (("word penalty", self.word_penalty), ("character penalty", self.char_penalty),
                         ("glue penalty", self.glue_penalty)):
             if not math.isfinite(v):
                 raise HwrError(f"{name} must be finite, got {v}")
         if not self.beam > 0:
-            raise HwrError(f"beam must be > 0, got {beam}")
+            raise HwrError(f"beam must be > 0, got {full.beam}")
         if not self.unk_beam > 0:
-            raise HwrError(f"unk beam must be > 0, got {unk_beam}")
+            raise HwrError(f"unk beam must be > 0, got {full.unk_beam}")
         if self.max_active < 1 or self.nbest < 1 or self.unk_max_active < 1:
             raise HwrError("max_active, unk_max_active and nbest must be >= 1")
         if self.unk_penalty is not None and not math.isfinite(self.unk_penalty):
-            raise HwrError(f"unk penalty must be finite, got {unk_penalty}")
+            raise HwrError(f"unk penalty must be finite, got {full.unk_penalty}")
         if lm is not None and lexicon is None:
             raise HwrError("a word language model needs a lexicon")
         if self.unk_penalty is not None and (lexicon is None or char_lm is None):
@@ -407,17 +654,22 @@ class Recognizer:
         self._lm_scorer = self.scorer if self.scorer is not None else _NoLm()
         net, unit_ids, search_scorer, n_words, options = self._search_network(
             tree, flags, unk_symbols, lookahead, search_scorer, len(lm_tokens))
+        # the score's weights (a CTC character loop without LM weighs its empty LM by 1: set above)
+        self.objective = Objective(self.lm_weight, self._penalty, self.unk_penalty or 0.0, self._glue)
         self.search = TokenSearch(
-            net, unit_ids, lm_weight=self.lm_weight, word_penalty=self._penalty, beam=self.beam,
+            net, unit_ids, objective=self.objective, beam=self.beam,
             max_active=self.max_active, space_prob=transitions.space_prob, blank_prob=transitions.blank_prob,
             word_scorer=search_scorer, n_words=n_words, char_scorer=self.char_scorer,
-            n_chars=len(char_tokens), unk_penalty=self.unk_penalty or 0.0, glue_penalty=self._glue,
-            unk_beam=self.unk_beam,
+            n_chars=len(char_tokens), unk_beam=self.unk_beam,
             unk_max_active=self.unk_max_active, unk_start_state=unk_start,
             unk_end_token=self._sp_token, **dict(flags, **options))
         # word posteriors weigh paths by exp(score / lm_weight): the optical scale 1/lm_weight
         # that makes the LM's weight 1 (Kaldi's acoustic scale); 1 without an LM
         self.confidence_scale = 1.0 / self.lm_weight if search_scorer is not None and self.lm_weight > 0 else 1.0
+        # lattices, n-best lists and confidences of the search's records
+        self.lattices = WordLattices(self.objective, self._lm_scorer, self.words, symbols, net.unk_tok,
+                                     self._glue_symbol, self._glue_first, self._glue_last, self._spelling_logp,
+                                     self.confidence_scale)
         self._spell_cache: dict = {}
 
     # the character loop's per-symbol term includes the uniform prior -log K
@@ -471,14 +723,13 @@ class Recognizer:
         return sum(1 for a, b in zip(items, items[1:])
                    if b.start == a.end + 1 and _glues(a.text[-1]) and _glues(b.text[0]))
 
-    def _penalties(self, items) -> float:
-        """The word, unknown-word and glue terms of the score of a hypothesis."""
-        n_unk = sum(1 for it in items if it.token == -1)
-        return self._penalty * len(items) + (self.unk_penalty or 0.0) * n_unk + self._glue * self._n_glued(items)
+    def _counts(self, items) -> tuple[int, int, int]:
+        """(words, out-of-lexicon words, glued joins) of a hypothesis: the counts of the score's terms."""
+        return len(items), sum(1 for it in items if it.token == -1), self._n_glued(items)
 
     def _alternative(self, items, score) -> Alternative:
         lm = self._lm_logp(items)
-        optical = score - self.lm_weight * lm - self._penalties(items)
+        optical = self.objective.optical(score, lm, *self._counts(items))
         return Alternative(self._text(items), float(score), float(optical), float(lm))
 
     def _text(self, items) -> str:
@@ -501,211 +752,16 @@ class Recognizer:
 
     # ------------------------------------------------------------------ results
 
-    def _unk_item(self, rec, r):
-        """(item, word-level predecessor) of out-of-lexicon word record ``r``."""
-        end = int(rec.end[r])
-        p = int(rec.prev[r])
-        letters, start = [], end
-        while p >= 0 and rec.kind[p] == R_UNK_CHAR:
-            letters.append(self.model.alphabet.symbols[int(self.search.net.unk_tok[int(rec.token[p])])])
-            start = int(rec.start[p])
-            p = int(rec.prev[p])
-        return _Item("".join(reversed(letters)), -1, start, end), p
-
-    def _record_items(self, rec, r) -> list[_Item]:
-        """Words of the record chain ending at record ``r``."""
-        items = []
-        while r >= 0:
-            if rec.kind[r] == R_WORD:
-                w = int(rec.token[r])
-                items.append(_Item(self.words[w], w, int(rec.start[r]), int(rec.end[r])))
-                r = int(rec.prev[r])
-            else:
-                item, r = self._unk_item(rec, r)
-                items.append(item)
-        return items[::-1]
-
-    @staticmethod
-    def _word_level(rec):
-        """Word-level record ids and the word-level predecessor of every record."""
-        ids = np.flatnonzero((rec.kind == R_WORD) | (rec.kind == R_UNK_WORD))
-        return ids, word_level_links(rec.prev.astype(np.int64), rec.kind)
-
-    def _lattice(self, out, beam: float) -> _Lattice | None:
-        """The word lattice of the search's records, pruned to ``beam`` around the best path."""
-        rec, fin = out.records, out.finals
-        lmw = self.lm_weight
-        ids, pred = self._word_level(rec)
-        if len(fin.score) == 0:
-            return None
-        # arcs: word-level record r from boundary end[pred[r]] (-1 at the line start) to end[r]
-        pr = pred[ids]
-        b = _take(rec.end, pr, -1)
-        gain = rec.score[ids] - _take(rec.score, pr, 0.0)     # score added by the arc as recorded
-        T = out.n_frames
-        # trailing part after the last word (finals), per end frame: with the recorded
-        # ln p(</s> | state) (posteriors), and without it (the n-best search adds its own)
-        fr = fin.rec.astype(np.int64)
-        f_end = _take(rec.end, fr, -1)
-        f_gain = fin.score - _take(rec.score, fr, 0.0)
-        eos = np.array([self._lm_scorer.end_score(int(s)) for s in fin.lm_state]) if lmw > 0 else 0.0
-        tail, tail_eos = np.full(T + 1, -np.inf), np.full(T + 1, -np.inf)
-        np.maximum.at(tail, f_end + 1, f_gain - lmw * eos)
-        np.maximum.at(tail_eos, f_end + 1, f_gain)
-        best_total = float(fin.score.max())
-        # forward best per boundary (recorded scores), backward best completion, then prune
-        alpha = np.full(T + 1, -np.inf)
-        alpha[0] = 0.0
-        np.maximum.at(alpha, rec.end[ids].astype(np.int64) + 1, rec.score[ids])
-        order = np.argsort(-b, kind="stable")
-        beta = lattice_backward(b[order] + 1, rec.end[ids][order].astype(np.int64) + 1, gain[order],
-                                tail_eos.copy())
-        margin = alpha[b + 1] + gain + beta[rec.end[ids].astype(np.int64) + 1] - best_total
-        keep = margin >= -beam
-        ids, b, gain, margin = ids[keep], b[keep], gain[keep], margin[keep]
-        # optical part of each arc = recorded gain minus its recorded LM / penalty terms
-        token = rec.token[ids].astype(np.int64)
-        end = rec.end[ids].astype(np.int64)
-        is_unk = rec.kind[ids] == R_UNK_WORD
-        # spelled words of the pruned lattice only (the search records one per letter end)
-        unk_items = {r: self._unk_item(rec, r)[0] for r in ids[is_unk].tolist()}
-        extra = np.zeros(len(ids))
-        first = rec.start[ids].astype(np.int64)
-        for j in np.flatnonzero(is_unk).tolist():
-            item = unk_items[int(ids[j])]
-            extra[j] = self._spelling_logp(item.text)
-            first[j] = item.start
-        # glued joins: the arc starts right after its boundary with a letter/digit (head), and
-        # the word before it ends with one (tail); the n-best search pairs arcs anew
-        glue_head = np.zeros(len(ids), dtype=bool)
-        glue_tail = np.zeros(len(ids), dtype=bool)
-        if self._glue != 0.0:
-            lex = ~is_unk
-            glue_head[lex] = self._glue_first[token[lex]]
-            glue_tail[lex] = self._glue_last[token[lex]]
-            for j in np.flatnonzero(is_unk).tolist():
-                text = unk_items[int(ids[j])].text
-                glue_head[j], glue_tail[j] = _glues(text[0]), _glues(text[-1])
-            glue_head &= (first == b + 1) & (pr[keep] >= 0)
-        recorded_glue = glue_head.copy()     # glued to the predecessor the search recorded
-        if recorded_glue.any():
-            recorded_glue[recorded_glue] = self._record_glue_tail(rec, pr[keep][recorded_glue])
-        sigma = (gain - lmw * (rec.lmlp[ids] + extra) - self._penalty
-                 - np.where(is_unk, self.unk_penalty or 0.0, 0.0) - self._glue * recorded_glue)
-        # duplicates (same span, same lexicon word) keep the best sigma; unknown words stay apart
-        order = np.lexsort((-sigma, np.where(is_unk, np.arange(len(ids)), -1), token, end, b))
-        key = np.stack([b, end, token, np.where(is_unk, np.arange(len(ids)), -1)], 1)[order]
-        unique = np.ones(len(order), dtype=bool)
-        unique[1:] = np.any(key[1:] != key[:-1], axis=1)
-        arcs = order[unique]
-        arcs = arcs[np.argsort(b[arcs], kind="stable")]
-        return _Lattice(ids=ids[arcs], start=b[arcs], end=end[arcs], first=first[arcs], token=token[arcs],
-                        gain=gain[arcs], sigma=sigma[arcs], extra=extra[arcs], is_unk=is_unk[arcs],
-                        near=margin[arcs] >= -LATTICE_BEAM, glue_head=glue_head[arcs],
-                        glue_tail=glue_tail[arcs], unk_items=unk_items, tail=tail, tail_eos=tail_eos,
-                        tail_near=alpha + tail_eos - best_total >= -LATTICE_BEAM)
-
-    def _record_glue_tail(self, rec, records) -> np.ndarray:
-        """Whether each word-level record (-1: none) ends with a letter or digit."""
-        out = np.zeros(len(records), dtype=bool)
-        for j, r in enumerate(records.tolist()):
-            if r < 0:
-                continue
-            if rec.kind[r] == R_WORD:
-                out[j] = self._glue_last[int(rec.token[r])]
-            else:   # a spelled word: its last letter record
-                out[j] = self._glue_symbol[int(self.search.net.unk_tok[int(rec.token[int(rec.prev[r])])])]
-        return out
-
-    def _arc_item(self, rec, lat, k) -> _Item:
-        r = int(lat.ids[k])
-        if lat.is_unk[k]:
-            return lat.unk_items[r]
-        w = int(rec.token[r])
-        return _Item(self.words[w], w, int(rec.start[r]), int(rec.end[r]))
-
-    def _nbest(self, out, lat: _Lattice, n: int):
-        """(score, items) of up to ``n`` best distinct hypotheses, from the arcs of the lattice
-        within ``LATTICE_BEAM`` of the best path, with the exact LM."""
-        lmw = self.lm_weight
-        near = np.flatnonzero(lat.near)
-        starts = lat.start[near]
-        scorer = self._lm_scorer
-        width = n + 2
-        penalty, unk_penalty = self._penalty, self.unk_penalty or 0.0
-        pending = {-1: [(0.0, scorer.BOS, (), ())]}    # node -> (score, LM state, word keys, arc ids)
-        finals = []
-        tail, tail_near = lat.tail, lat.tail_near
-        nodes = sorted(set(starts.tolist()) | {-1} | {int(t) - 1 for t in np.flatnonzero(tail_near)})
-        lo = np.searchsorted(starts, nodes, side="left")
-        hi = np.searchsorted(starts, nodes, side="right")
-        arc_end, arc_tok, arc_sig = lat.end[near].tolist(), lat.token[near].tolist(), lat.sigma[near].tolist()
-        arc_extra, arc_unk = lat.extra[near].tolist(), lat.is_unk[near].tolist()
-        arc_ids = lat.ids[near].tolist()
-        glue, glue_head, glue_tail = self._glue, lat.glue_head.tolist(), lat.glue_tail.tolist()
-        for node, a0, a1 in zip(nodes, lo.tolist(), hi.tolist()):
-            hyps = pending.pop(node, None)
-            if not hyps:
-                continue
-            hyps.sort(key=lambda h: -h[0])
-            seen, top = set(), []
-            for h in hyps:
-                if h[2] not in seen:
-                    seen.add(h[2])
-                    top.append(h)
-                    if len(top) == width:
-                        break
-            if tail_near[node + 1] and np.isfinite(tail[node + 1]):
-                for score, state, _, path in top:
-                    finals.append((score + tail[node + 1] + lmw * scorer.end_score(state), path))
-            for k in range(a0, a1):
-                tok, unk = arc_tok[k], arc_unk[k]
-                word_key = lat.unk_items[arc_ids[k]].text if unk else tok
-                gain_k = arc_sig[k] + penalty + (unk_penalty if unk else 0.0)
-                target = pending.setdefault(arc_end[k], [])
-                head = glue_head[int(near[k])]
-                for score, state, words, path in top:
-                    lp, nxt = scorer.score(state, tok)
-                    glued = glue if head and path and glue_tail[path[-1]] else 0.0
-                    target.append((score + gain_k + glued + lmw * (lp + arc_extra[k]), nxt, words + (word_key,),
-                                   path + (int(near[k]),)))
-        return [(score, tuple(self._arc_item(out.records, lat, k) for k in path)) for score, path in finals]
-
-    def _confidences(self, lat: _Lattice | None, items) -> list[float]:
-        """Posterior probability of each item of the best path (see the module docstring)."""
-        if lat is None or not len(lat.ids):
-            return [1.0] * len(items)
-        post, log_total = lattice_posteriors(lat.start + 1, lat.end + 1, lat.gain, lat.tail_eos,
-                                             self.confidence_scale)
-        if not np.isfinite(log_total):
-            return [math.nan] * len(items)
-        unk_text = ([lat.unk_items[r].text if u else None for r, u in zip(lat.ids.tolist(), lat.is_unk.tolist())]
-                    if any(it.token == -1 for it in items) else [])
-        out = []
-        for it in items:
-            if it.token == -1:
-                same = np.array([t == it.text for t in unk_text], dtype=bool)
-            else:
-                same = ~lat.is_unk & (lat.token == it.token)
-            same &= (lat.first <= it.end) & (lat.end >= it.start)
-            # paths through frame t hold one arc there: the mass of the word at each frame
-            # of its span is a probability; the word's confidence is its maximum (C_max)
-            mass = np.zeros(it.end - it.start + 1)
-            for k in np.flatnonzero(same).tolist():
-                mass[max(lat.first[k], it.start) - it.start:min(lat.end[k], it.end) - it.start + 1] += post[k]
-            out.append(float(min(mass.max(), 1.0)) if len(mass) else 1.0)
-        return out
-
     def _result(self, out, loglik_frames: int) -> Hypothesis:
         fin = out.finals
         if len(fin.score) == 0 or not np.isfinite(fin.score.max()):
             return Hypothesis("", -math.inf, -math.inf, 0.0, n_frames=loglik_frames)
         i = int(np.argmax(fin.score))
-        best_items = self._record_items(out.records, int(fin.rec[i]))
-        lattice = self._lattice(out, max(LATTICE_BEAM, CONFIDENCE_BEAM / self.confidence_scale))
+        best_items = self.lattices.record_items(out.records, int(fin.rec[i]))
+        lattice = self.lattices.build(out, max(LATTICE_BEAM, CONFIDENCE_BEAM / self.confidence_scale))
         # the n-best search rescores the lattice with the exact LM: it may find a better
         # path than the one the pruned search ended with
-        candidates = [(float(fin.score[i]), best_items)] + self._nbest(out, lattice, max(self.nbest, RESCORE_NBEST))
+        candidates = [(float(fin.score[i]), best_items)] + self.lattices.nbest(out, lattice, max(self.nbest, RESCORE_NBEST))
         candidates.sort(key=lambda c: -c[0])
         alternatives, top_items, seen = [], None, set()
         for score, items in candidates:
@@ -719,7 +775,7 @@ class Recognizer:
             if len(alternatives) == self.nbest:
                 break
         top = alternatives[0]
-        words = self._word_boxes(top_items, self._confidences(lattice, top_items))
+        words = self._word_boxes(top_items, self.lattices.confidences(lattice, top_items))
         return Hypothesis(top.text, top.score, top.optical_score, top.lm_score, n_frames=loglik_frames,
                           words=words, nbest=alternatives)
 
@@ -761,7 +817,7 @@ class Recognizer:
         if last is None or len(last.score) == 0:
             return None
         i = int(np.argmax(last.score))
-        items = self._record_items(out.records, int(last.bp[i]))
+        items = self.lattices.record_items(out.records, int(last.bp[i]))
         net, tree = self.search.net, self.tree
         node = int(net.net_unit[last.net[i]])
         if node < tree.n_nodes:
@@ -783,7 +839,7 @@ class Recognizer:
                      for it, sp in zip(candidate, spans)]
             lm = self._lm_logp(candidate)
             aligned = [_Item(it.text, it.token, sp.first_frame, sp.last_frame) for it, sp in zip(candidate, spans)]
-            score = optical + self.lm_weight * lm + self._penalties(aligned)
+            score = self.objective.total(optical, lm, *self._counts(aligned))
             alt = Alternative(self._text(candidate), float(score), float(optical), float(lm))
             return Hypothesis(alt.text, alt.score, alt.optical_score, alt.lm_score, n_frames=len(loglik),
                               words=words, nbest=[alt])
@@ -807,6 +863,10 @@ class Recognizer:
         if unk_max_active is not None:
             self.unk_max_active = int(unk_max_active)
         self.search.set_pruning(self.beam, self.max_active, self.unk_beam, self.unk_max_active)
+
+    def display_text(self, hypothesis: Hypothesis) -> str:
+        """The hypothesis as running text (:meth:`DecoderSettings.display_text` of the settings)."""
+        return self.settings.display_text(hypothesis)
 
     def decode_features(self, feats: np.ndarray) -> Hypothesis:
         """Decode normalised features (T, D)."""

@@ -68,7 +68,7 @@ import numba
 import numpy as np
 
 from .errors import HwrError
-from .preprocess import PreprocessConfig, PreprocessedLine, _apply_rows, _resample_weights, preprocess
+from .preprocess import PreprocessConfig, PreprocessedLine, preprocess, resample_rows, resample_weights
 
 __all__ = [
     "STATIC_NAMES",
@@ -506,11 +506,11 @@ def pixel_features(ink: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Raw ink of each window, area-averaged to pixel_rows x pixel_cols -> (T, rows*cols)."""
     ink = np.ascontiguousarray(ink, dtype=np.float32)
     h, w = ink.shape
-    rows = _apply_rows(ink, *_resample_weights(np.linspace(0, h, config.pixel_rows + 1), h))
+    rows = resample_rows(ink, *resample_weights(np.linspace(0, h, config.pixel_rows + 1), h))
     n = n_frames_of(w, config)
     width = config.width
     padded = np.pad(rows, ((0, 0), (width, width + config.shift)))
-    start, index, weight = _resample_weights(np.linspace(0, width, config.pixel_cols + 1), width)
+    start, index, weight = resample_weights(np.linspace(0, width, config.pixel_cols + 1), width)
     m = np.zeros((width, config.pixel_cols), np.float32)  # window column -> output column
     for c in range(config.pixel_cols):
         m[index[start[c] : start[c + 1]], c] = weight[start[c] : start[c + 1]]

@@ -211,6 +211,9 @@ class GmmSet:
     stored read-only; every method that changes parameters returns a new GmmSet.
     """
 
+    emission_type = "gmm"    # the hybrid_hwr.emission.Emission interface
+    prior_scale = None       # likelihoods, no state priors to scale
+
     def __init__(self, means, variances, log_weights, *, source="GMM"):
         means, variances, log_weights = _validated(means, variances, log_weights, source)
         self.means = _readonly(means)
@@ -394,6 +397,15 @@ class GmmSet:
         """Plain arrays for ``np.savez`` (no pickle needed)."""
         return {prefix + "means": np.array(self.means), prefix + "variances": np.array(self.variances),
                 prefix + "log_weights": np.array(self.log_weights)}
+
+    def save(self) -> tuple[dict, dict]:
+        """``(arrays, meta)`` of :class:`hybrid_hwr.emission.Emission` (a GMM needs no description)."""
+        return self.to_arrays(), {}
+
+    @classmethod
+    def load(cls, arrays: Mapping, meta: Mapping | None = None) -> "GmmSet":
+        """Inverse of :meth:`save`."""
+        return cls.from_arrays(arrays)
 
     @classmethod
     def from_arrays(cls, arrays: Mapping, prefix: str = "", source: str = "GMM arrays") -> "GmmSet":

@@ -15,8 +15,8 @@ priors p(s) from the alignment's state counts (floored) and a prior scale kappa:
     log_likelihoods(x_t)[s] = log p(s | x_t) - kappa log p(s)
 
 so :class:`MlpEmission` replaces a :class:`~hybrid_hwr.gmm.GmmSet` in alignment and
-decoding unchanged (``emission_type``, ``n_states``, ``log_likelihoods(X, states)``,
-``to_arrays()``/``from_arrays()``; an MLP also needs ``meta()``, its JSON description).
+decoding unchanged: both are :class:`hybrid_hwr.emission.Emission` (``emission_type``,
+``n_states``, ``log_likelihoods(X, states)``, ``prior_scale``, ``save()``/``load()``).
 
 Training is mini-batch SGD with momentum, or Adam, on float32 with BLAS matrix
 products, an optional L2 weight decay, and He (ReLU) or Glorot (sigmoid/tanh)
@@ -703,6 +703,15 @@ class MlpEmission:
         self._check_fitted()
         return {"format": "hybrid_hwr-mlp", "params": self.get_params(), "layer_sizes": self.layer_sizes,
                 "n_dims": self.n_dims, "best_epoch": int(self.best_epoch_), "history": list(self.history_)}
+
+    def save(self) -> tuple[dict, dict]:
+        """``(arrays, meta)`` of :class:`hybrid_hwr.emission.Emission`: :meth:`to_arrays` and :meth:`meta`."""
+        return self.to_arrays(), self.meta()
+
+    @classmethod
+    def load(cls, arrays: Mapping, meta: Mapping) -> "MlpEmission":
+        """Inverse of :meth:`save`."""
+        return cls.from_arrays(arrays, meta)
 
     @classmethod
     def from_arrays(cls, arrays: Mapping, meta: Mapping, source: str = "MLP arrays") -> "MlpEmission":

@@ -30,8 +30,8 @@ import numpy as np
 from .data import Alphabet
 from .errors import HwrError
 from .features import FrontEnd, Normalizer
+from .emission import Emission, emission_class
 from .fileio import atomic_write_bytes
-from .gmm import GmmSet
 from .hmm import HmmTopology, Transitions
 
 FORMAT_VERSION = 1
@@ -39,20 +39,109 @@ MODEL_FILE = "model.json"
 
 
 @dataclass
+class AlignedSpan:
+    """A character or word of a forced alignment: its frames and its pixels in the image."""
+
+    text: str
+    first_frame: int
+    last_frame: int
+    x_start: float
+    x_end: float
+
+
+@dataclass
+class LineAlignment:
+    """Forced alignment of one line image with its transcription (:meth:`HwrModel.align`)."""
+
+    text: str
+    score: float            # log p(x, best path | text)
+    n_frames: int
+    states: np.ndarray      # (T,) emitting HMM state of every frame
+    chars: list             # AlignedSpan per character (the spaces the path visits included)
+    words: list             # AlignedSpan per word
+
+
+@dataclass
 class HwrModel:
-    """Everything needed to turn a line image into per-state emission scores."""
+    """Everything needed to turn a line image into per-state emission scores.
+
+    The object a notebook works with: ``HwrModel.fit(lines)`` (or ``hybrid_hwr.train``)
+    trains one, ``load_model(dir)`` / ``model.save(dir)`` read and write a model directory,
+    ``model.recognizer(settings)`` decodes with it, ``model.align(image, text)`` aligns.
+    """
 
     alphabet: Alphabet
     frontend: FrontEnd
     normalizer: Normalizer
     topology: HmmTopology
     transitions: Transitions
-    emission: object  # GmmSet, or an MLP emission model with the same log_likelihoods()
+    emission: Emission  # GmmSet or MlpEmission (hybrid_hwr.emission)
     history: dict = field(default_factory=dict)
+    # the directory it was loaded from or saved to (its decoder.json gives recognizer()'s defaults)
+    directory: Path | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def fit(cls, lines, valid=None, **options) -> "HwrModel":
+        """Train a model on ``lines`` (:class:`hybrid_hwr.data.Line` list, or a split file's
+        path): see :func:`hybrid_hwr.train.fit` for the options."""
+        from .train import fit
+
+        return fit(lines, valid, **options)
+
+    def save(self, directory: str | os.PathLike, settings=None) -> Path:
+        """Write the model into ``directory`` (atomically), and ``settings`` (a
+        :class:`hybrid_hwr.decode.DecoderSettings`) as its decoder.json; returns the directory."""
+        directory = save_model(self, directory)
+        if settings is not None:
+            settings.save(directory)
+        self.directory = directory
+        return directory
+
+    @property
+    def recognizer_class(self) -> type:
+        from .decode import Recognizer
+
+        return Recognizer
+
+    def decoder_settings(self):
+        """The :class:`hybrid_hwr.decode.DecoderSettings` of the model's decoder.json (a
+        character loop when there is none, or the model has no directory)."""
+        from .decode import DecoderSettings
+
+        return DecoderSettings.load(self.directory) if self.directory is not None else DecoderSettings()
+
+    def recognizer(self, settings=None, **knobs):
+        """A :class:`hybrid_hwr.decode.Recognizer` for this model: ``settings`` (default:
+        :meth:`decoder_settings`) with ``knobs`` (e.g. ``lexicon=..., lm=..., nbest=5``)
+        replaced; unset weights and penalties take the calibrated values of the model's kind."""
+        settings = self.decoder_settings() if settings is None else settings
+        return self.recognizer_class(self, settings.replace(**knobs) if knobs else settings)
+
+    def align(self, image, text: str) -> LineAlignment:
+        """Forced alignment of a line image (a gray/RGB array, or an image file's path) with
+        its transcription; HwrError if ``text`` holds characters the model does not know or
+        the line has too few frames for it."""
+        from .align import force_align
+        from .data import load_image
+        from .decode import frames_to_pixels
+
+        gray = load_image(image) if isinstance(image, (str, os.PathLike)) else image
+        ids = self.alphabet.encode(text)
+        feats, line = self.features(gray)
+        result = force_align(self.emission, self.topology, self.transitions, feats, ids)
+        if result is None:
+            raise HwrError(f"{len(feats)} frames cannot hold the transcription {text!r}")
+
+        def span(piece, first, last):
+            return AlignedSpan(piece, int(first), int(last), *frames_to_pixels(self, line, len(feats), first, last))
+
+        chars = [span(text[c.char_index], c.first_frame, c.last_frame) for c in result.chars]
+        words = [span(text[w.first_char:w.last_char + 1], w.first_frame, w.last_frame) for w in result.words]
+        return LineAlignment(text, result.score, len(feats), result.states, chars, words)
 
     @property
     def emission_type(self) -> str:
-        return getattr(self.emission, "emission_type", "gmm")
+        return self.emission.emission_type
 
     def features(self, gray: np.ndarray):
         """Normalised features (T, D) and the preprocessed line of one gray image."""
@@ -70,7 +159,7 @@ class HwrModel:
         weight: 1 divides by the priors fully, 0 keeps the plain posteriors. The copy shares
         the network weights. HwrError for a GMM model, whose likelihoods have no priors.
         """
-        if not hasattr(self.emission, "prior_scale"):
+        if self.emission.prior_scale is None:
             raise HwrError(f"prior scale {prior_scale!r} (--prior-scale or decoder.json's prior_scale) applies to "
                            f"hybrid MLP models only; this model has {self.emission_type} emissions")
         if isinstance(prior_scale, bool) or not isinstance(prior_scale, (int, float)) \
@@ -81,25 +170,13 @@ class HwrModel:
         return replace(self, emission=emission)
 
 
-def _emission_from_arrays(kind: str, arrays: dict, meta: dict):
-    if kind == "gmm":
-        return GmmSet.from_arrays(arrays)
-    if kind == "mlp":
-        from .mlp import MlpEmission  # imported lazily: GMM-only users never need it
-
-        return MlpEmission.from_arrays(arrays, meta)
-    raise HwrError(f"unknown emission type {kind!r} in model")
-
-
 def save_model(model: HwrModel, directory: str | os.PathLike) -> Path:
     """Write ``model`` into ``directory`` atomically; return the directory."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     arrays = {f"transitions/{k}": v for k, v in model.transitions.to_arrays().items()}
-    emission_meta = {}
-    if hasattr(model.emission, "meta"):
-        emission_meta = model.emission.meta()
-    arrays.update({f"emission/{k}": v for k, v in model.emission.to_arrays().items()})
+    emission_arrays, emission_meta = model.emission.save()
+    arrays.update({f"emission/{k}": v for k, v in emission_arrays.items()})
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     payload = buffer.getvalue()
@@ -168,9 +245,8 @@ def load_model(directory: str | os.PathLike, _retried: bool = False) -> HwrModel
         with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         transitions = Transitions.from_arrays(_strip_prefix(arrays, "transitions/"))
-        emission = _emission_from_arrays(
-            description["emission_type"], _strip_prefix(arrays, "emission/"), description.get("emission_meta", {})
-        )
+        emission = emission_class(description["emission_type"]).load(
+            _strip_prefix(arrays, "emission/"), description.get("emission_meta", {}))
         model = HwrModel(
             alphabet=Alphabet.from_json(description["alphabet"]),
             frontend=FrontEnd.from_dict(description["frontend"]),
@@ -187,6 +263,7 @@ def load_model(directory: str | os.PathLike, _retried: bool = False) -> HwrModel
     except (zipfile.BadZipFile, EOFError, OSError) as exc:   # a damaged file whose checksum was recomputed
         raise HwrError(f"{where}: {arrays_path.name} is corrupt ({exc})") from None
     _check_consistency(model, where)
+    model.directory = directory
     return model
 
 
@@ -198,8 +275,8 @@ def _check_consistency(model: HwrModel, where: str) -> None:
     n_states = model.topology.n_emitting
     if len(model.transitions.log_self) != n_states:
         raise HwrError(f"{where}: {len(model.transitions.log_self)} transition states, topology has {n_states}")
-    emission_states = getattr(model.emission, "n_states", None)
-    if emission_states is not None and emission_states != n_states:
+    emission_states = model.emission.n_states
+    if emission_states != n_states:
         raise HwrError(f"{where}: emission model has {emission_states} states, topology has {n_states}")
     if list(model.topology.symbols) != list(model.alphabet.symbols):
         raise HwrError(f"{where}: HMM symbols do not match the alphabet")

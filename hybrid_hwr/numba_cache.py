@@ -86,18 +86,28 @@ def configure() -> str | None:
     return str(chosen)
 
 
-def cache_location() -> Path:
-    """The folder that holds (or will hold) the compiled kernels of the package."""
+# modules whose kernels live in a sub-package: the file that holds them
+_KERNEL_FILES = {"search": "search/kernel.py", "preprocess": "preprocess/pipeline.py"}
+
+
+def _kernel_source(module: str) -> Path:
+    return _PACKAGE_DIR / _KERNEL_FILES.get(module, f"{module}.py")
+
+
+def cache_location(module: str | None = None) -> Path:
+    """The folder that holds (or will hold) the compiled kernels of ``hybrid_hwr.<module>``
+    (default: of the package's top-level modules; a sub-package's sit in a folder of their own)."""
+    source = _kernel_source(module) if module else _PACKAGE_DIR / "__init__.py"
     chosen = os.environ.get(ENV)
     if not chosen:
-        return _PACKAGE_DIR / "__pycache__"
+        return source.parent / "__pycache__"
     from numba.core.caching import _CacheLocator   # the sub-folder Numba derives from the source path
-    return Path(chosen) / _CacheLocator.get_suitable_cache_subpath(str(_PACKAGE_DIR / "search.py"))
+    return Path(chosen) / _CacheLocator.get_suitable_cache_subpath(str(source))
 
 
 def is_cold(module: str = "search") -> bool:
     """Whether the kernels of ``hybrid_hwr.<module>`` have never been compiled into the cache."""
-    return not glob.glob(str(cache_location() / f"{module}.*.nbi"))
+    return not glob.glob(str(cache_location(module) / f"{_kernel_source(module).stem}.*.nbi"))
 
 
 def announce(module: str = "search") -> None:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -237,8 +239,11 @@ def uniform_segmentation(lines: LineSet, topology: HmmTopology, n_states: int, d
 def train_gmm_hmm(train_lines: list[Line], out_dir, config: TrainConfig, valid_lines: list[Line] | None = None,
                   frontend: FrontEnd | None = None, init_model=None, resume: bool = False,
                   log: Callable[[str], None] = print) -> HwrModel:
-    """Train (or resume training of) a GMM-HMM; the model is saved in ``out_dir`` after every iteration."""
-    out_dir = Path(out_dir)
+    """Train (or resume training of) a GMM-HMM; the model is saved in ``out_dir`` after every
+    iteration (``out_dir`` None: kept in memory only, features not cached, no resuming)."""
+    out_dir = Path(out_dir) if out_dir is not None else None
+    if resume and out_dir is None:
+        raise HwrError("resuming a training run needs its model directory")
     model = None
     if resume and (out_dir / MODEL_FILE).exists():
         model = load_model(out_dir)
@@ -264,7 +269,7 @@ def train_gmm_hmm(train_lines: list[Line], out_dir, config: TrainConfig, valid_l
     frontend = model.frontend if model is not None else (frontend or FrontEnd())
 
     t_start = time.time()
-    cache = lambda name: _cache_path(out_dir, name, frontend)  # noqa: E731
+    cache = lambda name: _cache_path(out_dir, name, frontend) if out_dir is not None else None  # noqa: E731
     kept, raw = load_line_features(train_lines, frontend, config.jobs, cache("train"), "train features")
     if model is None:
         alphabet = Alphabet.from_texts(line.text for line in kept)
@@ -331,14 +336,21 @@ def train_gmm_hmm(train_lines: list[Line], out_dir, config: TrainConfig, valid_l
         record["frames_per_second"] = round(frames / max(record["seconds"], 1e-9))
         model.history["iterations"].append(record)
         model.history["train_seconds"] = round(model.history.get("train_seconds", 0.0) + record["seconds"], 2)
-        save_model(model, out_dir)
+        _checkpoint(model, out_dir)
         log(f"iteration {it + 1}/{len(schedule)}  M={schedule[it]:<3d} train LL/frame {record['train_loglik_per_frame']:.3f}"
             + (f"  valid LL/frame {record['valid_loglik_per_frame']:.3f}" if valid is not None else "")
             + f"  ({record['seconds']:.1f}s, {record['frames_per_second']} frames/s"
             + (f", {failed} lines failed" if failed else "") + ")")
     model.history["total_seconds"] = round(time.time() - t_start, 1)
-    save_model(model, out_dir)
+    _checkpoint(model, out_dir)
     return model
+
+
+def _checkpoint(model: HwrModel, out_dir: Path | None) -> None:
+    """Save ``model`` in ``out_dir`` (the run's checkpoint), if the run has a directory."""
+    if out_dir is not None:
+        save_model(model, out_dir)
+        model.directory = out_dir
 
 
 # ----------------------------------------------------------------------------- hybrid MLP-HMM
@@ -409,7 +421,7 @@ def state_counts_from_alignments(train_lines: list[Line], model_dir, jobs: int =
 
 
 def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: list[Line] | None = None,
-                  mlp_params: dict | None = None, input_kind: str | None = None, realign: bool = False,
+                  mlp_params=None, input_kind: str | None = None, realign: bool = False,
                   jobs: int = 1, log: Callable[[str], None] = print) -> HwrModel:
     """Hybrid MLP-HMM: an MLP trained on the forced alignments of a GMM-HMM replaces its GMMs.
 
@@ -422,26 +434,29 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
     whether realignment helped: the recipe does that).
     ``init_model`` may itself be a hybrid: its alignments then start a further realignment
     round without retraining the network that produced them.
-    The model is saved in ``out_dir`` after every epoch (best weights so far).
+    ``mlp_params``: the network, an unfitted :class:`hybrid_hwr.mlp.MlpEmission` or the
+    dict of its parameters (its ``get_params()``).
+    The model is saved in ``out_dir`` after every epoch (best weights so far; ``out_dir``
+    None: kept in memory only).
     """
     from .mlp import MlpEmission
 
-    params = dict(mlp_params or {})
+    params = mlp_params.get_params() if isinstance(mlp_params, MlpEmission) else dict(mlp_params or {})
     try:  # bad settings are refused before any feature extraction or alignment
         MlpEmission(**params).check_params()
     except TypeError as exc:
         raise HwrError(f"MLP: {exc}") from None
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir) if out_dir is not None else None
+    cache = lambda name, frontend: _cache_path(out_dir, name, frontend) if out_dir is not None else None  # noqa: E731
     t_start = time.time()
     gmm_model = load_model(init_model) if not isinstance(init_model, HwrModel) else init_model
     gframe = gmm_model.frontend
-    kept, raw = load_line_features(train_lines, gframe, jobs, _cache_path(out_dir, "train", gframe), "train features")
+    kept, raw = load_line_features(train_lines, gframe, jobs, cache("train", gframe), "train features")
     train = encode_lines(kept, raw, gmm_model.alphabet, gmm_model.normalizer, gmm_model.topology, "train")
     del raw
     valid = None
     if valid_lines:
-        vkept, vraw = load_line_features(valid_lines, gframe, jobs, _cache_path(out_dir, "valid", gframe),
-                                         "valid features")
+        vkept, vraw = load_line_features(valid_lines, gframe, jobs, cache("valid", gframe), "valid features")
         valid = encode_lines(vkept, vraw, gmm_model.alphabet, gmm_model.normalizer, gmm_model.topology, "valid")
     log(f"aligning the training lines with the initial {gmm_model.emission_type.upper()}-HMM")
     targets = forced_targets(train, gmm_model, jobs)
@@ -454,7 +469,7 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
         by_id = {line.id: line for line in train_lines + (valid_lines or [])}
         ids = train.ids + (valid.ids if valid is not None else [])
         lines = [by_id[i] for i in ids]
-        got, feats = load_line_features(lines, frontend, jobs, _cache_path(out_dir, "mlp-input", frontend),
+        got, feats = load_line_features(lines, frontend, jobs, cache("mlp-input", frontend),
                                         f"{input_kind} features")
         if [line.id for line in got] != ids:
             raise HwrError(f"{input_kind} features could not be computed for every aligned line")
@@ -474,7 +489,7 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
 
     def checkpoint(mlp, record):
         model.emission = mlp
-        save_model(model, out_dir)
+        _checkpoint(model, out_dir)
 
     for round_ in range(2 if realign else 1):
         if round_ == 1:
@@ -490,5 +505,58 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
         log(f"round {round_ + 1}: best validation frame error rate {fer:.4f}")
         model.emission = mlp
     history["total_seconds"] = round(time.time() - t_start, 1)
-    save_model(model, out_dir)
+    _checkpoint(model, out_dir)
     return model
+
+
+# ----------------------------------------------------------------------------- one call
+
+def fit(lines, valid=None, *, emission: str = "gmm", init_model=None, frontend: FrontEnd | None = None,
+        output=None, jobs: int = 1, log: Callable[[str], None] = print, input_kind: str | None = None,
+        realign: bool = False, **params) -> HwrModel:
+    """Train a model and return it: ``hybrid_hwr.train(lines)`` and ``HwrModel.fit(lines)``.
+
+    ``lines`` and ``valid``: lists of :class:`hybrid_hwr.data.Line`, or split files
+    (``<dir>/<split>.tsv``, images in ``<dir>/lines/``). ``emission="gmm"`` trains a
+    GMM-HMM, ``params`` being :class:`TrainConfig`'s fields (``states``, ``mixtures``,
+    ``iterations``, ...); ``emission="mlp"`` trains a hybrid on the alignments of
+    ``init_model`` (a model or its directory), ``params`` being those of
+    :class:`hybrid_hwr.mlp.MlpEmission` (``hidden_layers``, ``max_epochs``, ...).
+    ``frontend``: a :class:`hybrid_hwr.features.FrontEnd` for a new GMM-HMM. ``output``:
+    a directory to save the model in after every iteration (the command line's
+    checkpoint, and a feature cache); None keeps it in memory (``model.save(dir)`` later).
+    """
+    from .data import read_split
+
+    def as_lines(value):
+        return read_split(value) if isinstance(value, (str, Path)) else list(value)
+
+    train_lines = as_lines(lines)
+    valid_lines = as_lines(valid) if valid is not None else None
+    if emission == "gmm":
+        if input_kind is not None or realign:
+            raise HwrError("input_kind and realign are options of a hybrid MLP-HMM (emission='mlp')")
+        try:
+            config = TrainConfig(jobs=jobs, **params)
+        except TypeError as exc:
+            raise HwrError(f"GMM-HMM training: {exc}") from None
+        return train_gmm_hmm(train_lines, output, config, valid_lines=valid_lines, frontend=frontend,
+                             init_model=init_model, log=log)
+    if emission == "mlp":
+        if init_model is None:
+            raise HwrError("a hybrid MLP-HMM trains on the alignments of init_model (a GMM-HMM)")
+        if frontend is not None:
+            raise HwrError("a hybrid MLP-HMM keeps init_model's front end (input_kind='pixels' for pixel windows)")
+        return train_mlp_hmm(train_lines, init_model, output, valid_lines=valid_lines, mlp_params=params,
+                             input_kind=input_kind, realign=realign, jobs=jobs, log=log)
+    raise HwrError(f"unknown emission type {emission!r} (gmm or mlp)")
+
+
+class _TrainModule(types.ModuleType):
+    """``hybrid_hwr.train`` is this module and, called, :func:`fit`: ``hybrid_hwr.train(lines)``."""
+
+    def __call__(self, lines, valid=None, **options) -> HwrModel:
+        return fit(lines, valid, **options)
+
+
+sys.modules[__name__].__class__ = _TrainModule

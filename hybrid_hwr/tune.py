@@ -4,7 +4,7 @@ The emission scores of the validation lines are computed once; every setting tri
 then a search over them.  For each decoding mode that the given files allow (character
 loop; character LM with ``char_lm``; lexicon; lexicon + LM; open vocabulary with lexicon,
 LM and character LM) a coordinate search starts from the calibrated defaults
-(:data:`hybrid_hwr.demo.CALIBRATED`) and tries, one knob at a time, a few values around
+(:data:`hybrid_hwr.decode.CALIBRATED`) and tries, one knob at a time, a few values around
 the best so far; when the best lies on the edge of those values the range moves on in
 that direction.  Knobs: the LM weight, word, glue, unknown-word and character penalties,
 and for a hybrid MLP model the prior scale (its scores are shifted, not recomputed:
@@ -25,9 +25,9 @@ from typing import Callable
 
 import numpy as np
 
-from .demo import DECODER_FILE, DecoderSettings
+from .decode import DECODER_FILE, DecoderSettings
 from .errors import HwrError
-from .fileio import RecordFile, atomic_write_text
+from .fileio import RecordFile
 
 POINTS_FILE = "points.jsonl"
 DEFAULT_TUNE_BEAM = 150.0
@@ -73,8 +73,9 @@ class Tuner:
                  log: Callable[[str], None] = print, model_digest: str = ""):
         self.model, self.lines, self.lang, self.jobs, self.log = model, lines, lang, jobs, log
         self.scores = scores                       # {line id: float64 (T, S) at the model's prior scale}
-        self.base_kappa = float(getattr(model.emission, "prior_scale", 0.0) or 0.0)
-        self.log_priors = getattr(model.emission, "log_priors_", None)
+        self.base_kappa = float(model.emission.prior_scale or 0.0)
+        # a model with state priors (prior_scale not None) keeps them in log_priors_
+        self.log_priors = model.emission.log_priors_ if model.emission.prior_scale is not None else None
         self.points_path = points_path
         digest = hashlib.sha256("\n".join(line.id for line in lines).encode()).hexdigest()[:16]
         self._context = {"lines": digest, "model": model_digest}
@@ -100,7 +101,9 @@ class Tuner:
                 self.loaded[path] = load_lm(path)
 
     def _key(self, settings: DecoderSettings) -> str:
-        fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(settings).items()}
+        # nbest is not part of the key: tuning decodes 1-best, and older points files lack it
+        fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(settings).items()
+                  if k != "nbest"}
         return json.dumps({**fields, **self._context}, sort_keys=True)
 
     def evaluate(self, settings: DecoderSettings) -> Point:
@@ -233,7 +236,7 @@ def tune(model_dir, valid_lines, lexicon=None, lm=None, char_lm=None, lang: str 
         log(f"{mode:<16} CER {100 * point.cer:6.2f} %  WER {100 * point.wer:6.2f} %  {point.settings.describe()}")
     best_mode = min(table, key=lambda m: table[m].objective)
     best = table[best_mode].settings
-    _write_decoder_json(model_dir, best)
+    best.save(model_dir, keys=TUNED_KEYS)
     log(f"best on validation: {best_mode}; {tuner.decoded} settings decoded "
         f"({len(tuner.cache) - tuner.decoded} reused); wrote {model_dir / DECODER_FILE}")
     return {"mode": best_mode, "settings": best, "table": table}
@@ -250,25 +253,6 @@ class _EmissionScores:
         return self.model.log_likelihoods(feats)
 
 
-def _relative(path: Path, model_dir: Path) -> str:
-    """A file name relative to the model folder (decoder.json's convention), absolute if elsewhere."""
-    inside = model_dir.resolve()
-    return str(path.relative_to(inside)) if path.is_relative_to(inside) else str(path)
-
-
-def _write_decoder_json(model_dir: Path, settings: DecoderSettings) -> None:
-    """decoder.json with ``settings`` (every knob explicit), other keys of an existing one kept."""
-    path = model_dir / DECODER_FILE
-    raw = {}
-    if path.is_file():
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            raw = {}
-    for key in ("lexicon", "lm", "char_lm"):
-        value = getattr(settings, key)
-        raw[key] = _relative(value, model_dir) if value is not None else None
-    for key in ("lm_weight", "word_penalty", "glue_penalty", "unk_penalty", "char_penalty", "prior_scale", "beam"):
-        raw[key] = getattr(settings, key)
-    raw["lang"] = settings.lang
-    atomic_write_text(path, json.dumps(raw, indent=1, ensure_ascii=False) + "\n")
+# the keys tune writes to decoder.json (every knob explicit; others of an existing file are kept)
+TUNED_KEYS = ("lexicon", "lm", "char_lm", "lm_weight", "word_penalty", "glue_penalty", "unk_penalty", "char_penalty",
+              "prior_scale", "beam", "lang")

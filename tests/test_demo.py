@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from hybrid_hwr import cli, demo
+from hybrid_hwr import cli, decode, demo
 from hybrid_hwr.data import load_image, read_split, sample_dir
 from hybrid_hwr.errors import HwrError
 from hybrid_hwr.decode import DEFAULT_UNK_BEAM, DEFAULT_UNK_MAX_ACTIVE
@@ -175,7 +175,7 @@ def test_bad_decoder_json_is_one_line(tiny_model, tmp_path, capsys, content, mes
 
 def test_missing_default_model_is_one_line(tmp_path, monkeypatch, capsys):
     missing = tmp_path / "models" / "default"
-    monkeypatch.setattr(demo, "default_model_dir", lambda: missing)
+    monkeypatch.setattr(decode, "default_model_dir", lambda: missing)   # where the decoder directories live
     code, out, err = run(capsys, "demo", "--limit", 1)
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and err.startswith("hybrid-hwr: error: no default model in ")
