@@ -73,13 +73,20 @@ def _distributed():
 
 
 class Session:
-    """An open connection to a Dask cluster (and the local cluster it started, for ``local:N``)."""
+    """A connection to a Dask cluster, opened at its first use (so a command that fails on its
+    input first starts nothing), and the local cluster it started for ``local:N``."""
 
-    def __init__(self, client, local_cluster=None, address: str = ""):
-        self.client = client
-        self.local_cluster = local_cluster
+    def __init__(self, address: str):
         self.address = address
+        self.local_cluster = None
+        self._client = None
         self._held: dict[int, list] = {}
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client, self.local_cluster = _open(self.address)
+        return self._client
 
     @property
     def n_workers(self) -> int:
@@ -87,11 +94,38 @@ class Session:
 
     def close(self) -> None:
         self._held.clear()
-        with contextlib.suppress(Exception):
-            self.client.close()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
         if self.local_cluster is not None:
             with contextlib.suppress(Exception):
                 self.local_cluster.close()
+        self._client = self.local_cluster = None
+
+
+def _open(address: str):
+    """(Client, LocalCluster or None) of a scheduler address."""
+    distributed = _distributed()
+    quiet = not os.environ.get("HYBRID_HWR_DEBUG")
+    if quiet:   # a lost worker is retried by Dask: its log lines are not the user's business
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    local = _LOCAL.fullmatch(address)
+    cluster = None
+    try:
+        if local:
+            cluster = distributed.LocalCluster(
+                n_workers=int(local.group(1)), threads_per_worker=1, processes=True, dashboard_address=None,
+                silence_logs=logging.CRITICAL if quiet else logging.WARNING)
+            return distributed.Client(cluster), cluster
+        return distributed.Client(address, timeout=CONNECT_TIMEOUT), None
+    except (OSError, TimeoutError) as exc:
+        if cluster is not None:
+            cluster.close()
+        raise HwrError(f"--scheduler {address}: cannot reach the Dask scheduler ({_one_line(exc)})") from None
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 _ACTIVE: Session | None = None
@@ -104,32 +138,19 @@ def active() -> Session | None:
 
 @contextlib.contextmanager
 def connect(address: str) -> Iterator[Session]:
-    """Open a Dask client on ``address`` (``local:N`` starts N local worker processes) for the block.
+    """A Dask session on ``address`` (``local:N`` starts N local worker processes) for the block.
 
-    Inside the block, batch work of this process runs on the cluster. Dask missing or a
-    scheduler out of reach is an :class:`HwrError` naming the address.
+    Inside the block, batch work of this process runs on the cluster; the connection is
+    made at the first piece of work. Dask missing or a scheduler out of reach is an
+    :class:`HwrError` naming the fix or the address.
     """
     global _ACTIVE
-    address = parse_scheduler(address)
-    distributed = _distributed()
-    if not os.environ.get("HYBRID_HWR_DEBUG"):
-        # a lost worker is retried by Dask: its warnings are not the user's business
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)
-    local = _LOCAL.fullmatch(address)
-    cluster = None
     try:
-        if local:
-            cluster = distributed.LocalCluster(
-                n_workers=int(local.group(1)), threads_per_worker=1, processes=True, dashboard_address=None,
-                silence_logs=logging.CRITICAL if not os.environ.get("HYBRID_HWR_DEBUG") else logging.WARNING)
-            client = distributed.Client(cluster)
-        else:
-            client = distributed.Client(address, timeout=CONNECT_TIMEOUT)
-    except (OSError, TimeoutError) as exc:
-        if cluster is not None:
-            cluster.close()
-        raise HwrError(f"--scheduler {address}: cannot reach the Dask scheduler ({exc})") from None
-    session = Session(client, cluster, address)
+        address = parse_scheduler(address)
+    except argparse.ArgumentTypeError as exc:
+        raise HwrError(f"--scheduler: {exc}") from None
+    _distributed()   # missing: said now, before any work
+    session = Session(address)
     previous, _ACTIVE = _ACTIVE, session
     try:
         yield session

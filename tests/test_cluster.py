@@ -1,0 +1,169 @@
+"""Training and decoding on a Dask cluster (a LocalCluster of 2 worker processes) give the
+results of one local process: the same model to the last bit, the same text, the same
+decoder.json, also when a worker dies in the middle of an iteration."""
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from hybrid_hwr import cli, cluster
+from hybrid_hwr.batch import tree_sum
+from hybrid_hwr.data import read_split, sample_dir
+from hybrid_hwr.model import load_model
+from hybrid_hwr.train import TrainConfig, shard_bounds, train_gmm_hmm
+
+CONFIG = TrainConfig(states=3, mixtures=2, iterations=1)   # 2 iterations: M=1, then M=2
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """Address of a LocalCluster with 2 single-threaded worker processes."""
+    distributed = pytest.importorskip("distributed", reason="Dask (hybrid_hwr[dask]) is not installed")
+    import logging
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=logging.CRITICAL) as local:
+        yield local.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def train_lines():
+    return read_split(sample_dir() / "train.tsv", limit=40)   # 2 shards: 32 lines, 8 lines
+
+
+@pytest.fixture(scope="module")
+def local_model(train_lines, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "model"
+    train_gmm_hmm(train_lines, out, CONFIG, log=lambda _: None)
+    shutil.rmtree(out / "cache")
+    return out
+
+
+def assert_same_model(a_dir, b_dir):
+    a, b = load_model(a_dir), load_model(b_dir)
+    for name in ("means", "variances", "log_weights"):
+        assert np.array_equal(getattr(a.emission, name), getattr(b.emission, name)), name
+    assert np.array_equal(a.transitions.log_self, b.transitions.log_self)
+    assert (a.transitions.space_prob, a.transitions.blank_prob) == (b.transitions.space_prob, b.transitions.blank_prob)
+    strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "frames_per_second")}  # noqa: E731
+                       for r in h["iterations"]]
+    assert strip(a.history) == strip(b.history)
+
+
+def test_shards_and_their_sum_do_not_depend_on_jobs_or_workers():
+    assert shard_bounds(70) == [(0, 32), (32, 64), (64, 70)]
+    # the tree: ((1+2)+(3+4)) + 5, whatever computes the values
+    assert tree_sum([1, 2, 3, 4, 5], lambda a, b: f"({a}+{b})") == "(((1+2)+(3+4))+5)"
+    assert tree_sum([], lambda a, b: a + b) is None
+
+
+def test_gmm_training_on_the_cluster_is_the_model_of_one_process(scheduler, train_lines, local_model, tmp_path):
+    with cluster.connect(scheduler) as session:
+        assert session.n_workers == 2
+        train_gmm_hmm(train_lines, tmp_path / "model", CONFIG, log=lambda _: None)
+    assert_same_model(local_model, tmp_path / "model")
+    assert len(load_model(tmp_path / "model").history["iterations"]) == 2
+
+
+def test_a_worker_killed_during_an_iteration_still_gives_the_same_model(scheduler, train_lines, local_model,
+                                                                       tmp_path):
+    import cloudpickle
+    from distributed import WorkerPlugin
+
+    class KillOnce(WorkerPlugin):
+        """The first E-step shard that starts on a worker kills that worker's process (once)."""
+
+        name = "kill-once"
+
+        def __init__(self, marker):
+            self.marker = str(marker)
+
+        def transition(self, key, start, finish, **kwargs):
+            import os
+
+            if finish == "executing" and str(key).startswith("_run_one") and not os.path.exists(self.marker):
+                open(self.marker, "w").close()
+                os._exit(1)
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])   # the workers cannot import this file
+    marker = tmp_path / "killed"
+    with cluster.connect(scheduler) as session:
+        before = set(session.client.scheduler_info()["workers"])
+        session.client.register_plugin(KillOnce(marker))
+        try:
+            train_gmm_hmm(train_lines, tmp_path / "model", CONFIG, log=lambda _: None)
+            after = set(session.client.scheduler_info()["workers"])
+        finally:
+            session.client.unregister_worker_plugin(KillOnce.name)
+        session.client.wait_for_workers(2, timeout=60)
+    assert marker.exists(), "no worker was killed"
+    assert before - after, "the killed worker is still there"
+    assert_same_model(local_model, tmp_path / "model")
+
+
+def test_decode_on_the_cluster_writes_the_text_of_one_process(scheduler, local_model, capsys, tmp_path):
+    common = ["decode", "--model", local_model, sample_dir() / "test.tsv", "--limit", 8, "--nbest", 3]
+    assert run(capsys, *common, "-o", tmp_path / "local.tsv", "--details", tmp_path / "local.jsonl")[0] == 0
+    code, _, err = run(capsys, *common, "--scheduler", scheduler, "-o", tmp_path / "dask.tsv",
+                       "--details", tmp_path / "dask.jsonl")
+    assert code == 0, err
+    local = (tmp_path / "local.tsv").read_text(encoding="utf-8")
+    assert local == (tmp_path / "dask.tsv").read_text(encoding="utf-8")
+    assert len(local.splitlines()) == 8 and any(row.split("\t")[1] for row in local.splitlines())
+    # scores, word spans and n-best lists too
+    assert (tmp_path / "local.jsonl").read_text() == (tmp_path / "dask.jsonl").read_text()
+
+
+def test_align_emissions_and_features_on_the_cluster(scheduler, local_model, capsys, tmp_path, monkeypatch):
+    tsv = sample_dir() / "test.tsv"
+    for where in ("local", "dask"):
+        extra = ["--scheduler", scheduler] if where == "dask" else []
+        assert run(capsys, "align", "--model", local_model, tsv, "--limit", 5, "-o", tmp_path / where, *extra)[0] == 0
+        assert run(capsys, "emissions", "--model", local_model, tsv, "--limit", 5, "-o",
+                   tmp_path / f"{where}.npz", *extra)[0] == 0
+        if where == "dask":   # workers that do not see the data path get the images' bytes
+            monkeypatch.setattr(cluster, "workers_can_read", lambda path, session=None: False)
+        assert run(capsys, "features", tsv, "--limit", 5, "-o", tmp_path / f"{where}-f.npz", *extra)[0] == 0
+    assert (tmp_path / "local" / "alignments.jsonl").read_text() == (tmp_path / "dask" / "alignments.jsonl").read_text()
+    for a, b in (("local/states.npz", "dask/states.npz"), ("local.npz", "dask.npz"), ("local-f.npz", "dask-f.npz")):
+        with np.load(tmp_path / a) as x, np.load(tmp_path / b) as y:
+            assert x.files == y.files and len(x.files) == 5
+            assert all(np.array_equal(x[k], y[k]) for k in x.files)
+
+
+def test_tune_on_the_cluster_writes_the_same_decoder_json(scheduler, local_model, capsys, tmp_path):
+    args = ["--valid", sample_dir() / "test.tsv", "--limit", 6, "--modes", "charloop", "--rounds", 1]
+    for where in ("local", "dask"):
+        shutil.copytree(local_model, tmp_path / where)
+        extra = ["--scheduler", scheduler] if where == "dask" else []
+        code, _, err = run(capsys, "tune", "--model", tmp_path / where, *args, *extra)
+        assert code == 0, err
+    local = json.loads((tmp_path / "local" / "decoder.json").read_text())
+    assert local == json.loads((tmp_path / "dask" / "decoder.json").read_text())
+    points = lambda d: [json.loads(r)["wer"] for r in (d / "tune" / "points.jsonl").read_text().splitlines()]  # noqa: E731
+    assert points(tmp_path / "local") == points(tmp_path / "dask") and len(points(tmp_path / "local")) > 3
+
+
+def test_scheduler_errors_are_one_line(capsys, monkeypatch, tmp_path):
+    code, _, err = run(capsys, "decode", "x.png", "--scheduler", "somewhere")
+    assert code == 2 and "tcp://host:8786" in err
+    code, _, err = run(capsys, "decode", "x.png", "--scheduler", "local:2", "--jobs", 2)
+    assert code == 1 and "--jobs and --scheduler" in err
+    code, _, err = run(capsys, "decode", "--emissions", tmp_path / "e.npz", "--scheduler", "local:2")
+    assert code == 1 and "--emissions" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setitem(sys.modules, "distributed", None)   # as if Dask were not installed
+    code, _, err = run(capsys, "train", "--train", sample_dir() / "train.tsv", "-o", tmp_path / "m",
+                       "--scheduler", "local:2")
+    assert code == 1 and err.strip().splitlines() == [
+        "hybrid-hwr: error: --scheduler needs Dask's distributed scheduler, which is not installed: "
+        "pip install 'hybrid_hwr[dask]'"]
