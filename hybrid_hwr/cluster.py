@@ -80,7 +80,7 @@ class Session:
         self.address = address
         self.local_cluster = None
         self._client = None
-        self._held: dict[int, list] = {}
+        self._held: dict[tuple, list] = {}
 
     @property
     def client(self):
@@ -251,14 +251,15 @@ def map_summed(function: Callable, items: list, add: Callable, initializer=None,
     return None if total is None else _result(total)
 
 
-def held(owner, parts: Callable[[], list], session: Session | None = None) -> list:
-    """Futures of ``parts()``, sent to the cluster once per ``owner`` object and kept while it lives.
+def held(owner, parts: Callable[[], list], tag=None, session: Session | None = None) -> list:
+    """Futures of ``parts()``, sent to the cluster once per ``owner`` object (and ``tag``: a way of
+    cutting it) and kept while the owner lives.
 
     Each part is held by a task that returns it (not scattered), so Dask recomputes it
     from the task when the worker holding it is lost.
     """
     session = session or _ACTIVE
-    key = id(owner)
+    key = (id(owner), tag)
     if key not in session._held:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)

@@ -173,7 +173,7 @@ def _shards(lines: LineSet, size: int = SHARD_LINES) -> list:
 
     bounds = shard_bounds(len(lines.ids), size)
     if cluster.active() is not None:
-        return cluster.held(lines, lambda: [_slice(lines, a, b) for a, b in bounds])
+        return cluster.held(lines, lambda: [_slice(lines, a, b) for a, b in bounds], tag=size)
     global _LINES
     _LINES = lines
     return bounds
