@@ -9,20 +9,15 @@ import sys
 import numpy as np
 import pytest
 
-from hybrid_hwr import cli, cluster
+from test_cli import run
+
+from hybrid_hwr import cluster
 from hybrid_hwr.batch import tree_sum
 from hybrid_hwr.data import read_split, sample_dir
 from hybrid_hwr.model import load_model
 from hybrid_hwr.train import TrainConfig, shard_bounds, train_gmm_hmm
 
 CONFIG = TrainConfig(states=3, mixtures=2, iterations=1)   # 2 iterations: M=1, then M=2
-
-
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
