@@ -4,7 +4,10 @@ Every subcommand is one pair of functions: ``_add_<name>(subparsers)`` declares 
 arguments (and ``set_defaults(run=_run_<name>)``), ``_run_<name>(args)`` does the work
 and returns the exit status. Subcommands that read line datasets take the shared
 input flags of :func:`dataset_parent` (``DATA.tsv|IMAGE...``, ``--images``, ``--limit``,
-``--jobs``), so every such command reads its input the same way.
+``--jobs``, ``--scheduler``), so every such command reads its input the same way;
+``train`` and ``tune`` take ``--jobs`` and ``--scheduler`` from :func:`add_scaling_options`
+too. With ``--scheduler`` the whole subcommand runs inside one Dask session
+(:func:`hybrid_hwr.cluster.connect`), which the batch helpers use instead of processes.
 
 Errors: an :class:`HwrError` (bad input), an interrupt, or a failing write becomes one
 line ``hybrid-hwr: error: ...`` on stderr and exit status 1 (130 for Ctrl-C); usage

@@ -70,6 +70,26 @@ def test_gmm_training_on_the_cluster_is_the_model_of_one_process(scheduler, trai
     assert len(load_model(tmp_path / "model").history["iterations"]) == 2
 
 
+def test_train_command_on_local_workers_is_the_model_of_a_process_pool(capsys, tmp_path):
+    pytest.importorskip("distributed", reason="Dask (hybrid_hwr[dask]) is not installed")
+    common = ["train", "--train", sample_dir() / "train.tsv", "--limit", 12, "--states", 3, "--mixtures", 1,
+              "--iterations", 2]
+    assert run(capsys, *common, "--jobs", 2, "-o", tmp_path / "pool")[0] == 0
+    code, out, err = run(capsys, *common, "--scheduler", "local:2", "-o", tmp_path / "dask")
+    assert code == 0, err
+    assert "iteration 2/2" in out
+    assert_same_model(tmp_path / "pool", tmp_path / "dask")
+
+
+def test_alignments_for_state_counts_on_the_cluster(scheduler, train_lines, local_model):
+    from hybrid_hwr.train import state_counts_from_alignments
+
+    local = state_counts_from_alignments(train_lines[:12], local_model, log=lambda _: None)
+    with cluster.connect(scheduler):
+        assert state_counts_from_alignments(train_lines[:12], local_model, log=lambda _: None) == local
+    assert len(local) > 10
+
+
 def test_a_worker_killed_during_an_iteration_still_gives_the_same_model(scheduler, train_lines, local_model,
                                                                        tmp_path):
     import cloudpickle
