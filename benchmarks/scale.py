@@ -154,14 +154,21 @@ def _noop(item):
     return item
 
 
-def bench_overhead(encoded, topology, gmms, transitions, tasks=200):
-    """(round trip of an empty task in ms, shard input MB, output MB, pickling ms in+out)."""
-    with cluster.connect("local:1"):
-        list(cluster.map_ordered(_noop, list(range(8)), per_task=1))        # warm-up
-        t0 = time.perf_counter()
-        for _ in range(tasks // 20):
-            list(cluster.map_ordered(_noop, list(range(20)), per_task=1))
-        round_trip = (time.perf_counter() - t0) / tasks * 1000
+def bench_overhead(encoded, topology, gmms, transitions, tasks=200, idle_seconds=10.0):
+    """(round trip of an empty task in ms, CPU of an idle 1- and 2-worker cluster in cores,
+    [(shard input MB, pickling ms), (output MB, pickling ms)])."""
+    idle = []
+    for address in ("local:1", "local:2"):
+        with cluster.connect(address):
+            list(cluster.map_ordered(_noop, list(range(8)), per_task=1))        # warm-up
+            if address == "local:1":
+                t0 = time.perf_counter()
+                for _ in range(tasks // 20):
+                    list(cluster.map_ordered(_noop, list(range(20)), per_task=1))
+                round_trip = (time.perf_counter() - t0) / tasks * 1000
+            with Span() as span:      # heartbeats, memory monitors, event loops
+                time.sleep(idle_seconds)
+            idle.append(span.cpu / span.wall)
     shard = _slice(encoded, 0, min(SHARD_LINES, len(encoded.ids)))
     _set_model(topology, transitions, gmms, "baum-welch", 300.0, True)
     result = _estep_chunk(shard)
@@ -171,7 +178,7 @@ def bench_overhead(encoded, topology, gmms, transitions, tasks=200):
         data = pickle.dumps(obj, protocol=5)
         pickle.loads(data)
         timings.append((len(data) / 1e6, (time.perf_counter() - t0) * 1000))
-    return round_trip, timings
+    return round_trip, idle, timings
 
 
 def main(argv=None):
@@ -207,10 +214,11 @@ def main(argv=None):
         for name, frames, seconds, cpu in rows:
             print(f"{name:<14} {frames:8d} {seconds:8.2f} {frames / seconds:9.0f} {rows[0][2] / seconds:8.2f}x "
                   f"{cpu:7.1f} {frames / cpu:9.0f}")
-        round_trip, ((in_mb, in_ms), (out_mb, out_ms)) = bench_overhead(encoded, topology, gmms, transitions)
+        round_trip, idle, ((in_mb, in_ms), (out_mb, out_ms)) = bench_overhead(encoded, topology, gmms, transitions)
         print(f"\noverhead per shard on Dask: empty task round trip {round_trip:.1f} ms; E-step shard of "
               f"{SHARD_LINES} lines: input {in_mb:.1f} MB ({in_ms:.1f} ms to pickle and unpickle, sent once per "
-              f"training), result {out_mb:.1f} MB ({out_ms:.1f} ms, every iteration)")
+              f"training), result {out_mb:.1f} MB ({out_ms:.1f} ms, every iteration); an idle cluster of 1 / 2 "
+              f"workers takes {idle[0]:.2f} / {idle[1]:.2f} of a core")
 
 
 if __name__ == "__main__":
