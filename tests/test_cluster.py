@@ -62,6 +62,30 @@ def test_shards_and_their_sum_do_not_depend_on_jobs_or_workers():
     assert tree_sum([], lambda a, b: a + b) is None
 
 
+BUILDS = []
+
+
+def _counting_factory(path):
+    BUILDS.append(path)
+    return lambda x: (path, x)
+
+
+def test_a_per_process_function_is_built_once_and_again_when_its_file_changes(tmp_path):
+    import os
+    import pickle
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text("{}")
+    first = cluster.PerProcess(_counting_factory, str(model))
+    assert first(1) == (str(model), 1) and first(2) == (str(model), 2)
+    copy = pickle.loads(pickle.dumps(first))      # what a worker receives: the recipe only
+    assert copy(3) == (str(model), 3) and len(BUILDS) == 1
+    stat = (model / "model.json").stat()
+    os.utime(model / "model.json", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))   # the model was replaced
+    assert pickle.loads(pickle.dumps(first))(4) == (str(model), 4) and len(BUILDS) == 2
+
+
 def test_gmm_training_on_the_cluster_is_the_model_of_one_process(scheduler, train_lines, local_model, tmp_path):
     with cluster.connect(scheduler) as session:
         assert session.n_workers == 2
