@@ -94,14 +94,31 @@ def test_gmm_training_on_the_cluster_is_the_model_of_one_process(scheduler, trai
     assert len(load_model(tmp_path / "model").history["iterations"]) == 2
 
 
+def test_a_run_interrupted_on_the_cluster_resumes_there_to_the_same_model(scheduler, train_lines, local_model,
+                                                                         tmp_path):
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first(message):
+        if message.startswith("iteration 1/"):
+            raise Interrupt
+
+    with cluster.connect(scheduler):
+        with pytest.raises(Interrupt):
+            train_gmm_hmm(train_lines, tmp_path / "model", CONFIG, log=stop_after_first)
+        assert len(load_model(tmp_path / "model").history["iterations"]) == 1   # the checkpoint
+        train_gmm_hmm(train_lines, tmp_path / "model", CONFIG, resume=True, log=lambda _: None)
+    assert_same_model(local_model, tmp_path / "model")
+
+
 def test_train_command_on_local_workers_is_the_model_of_a_process_pool(capsys, tmp_path):
     pytest.importorskip("distributed", reason="Dask (hybrid_hwr[dask]) is not installed")
-    common = ["train", "--train", sample_dir() / "train.tsv", "--limit", 12, "--states", 3, "--mixtures", 1,
-              "--iterations", 2]
+    common = ["train", "--train", sample_dir() / "train.tsv", "--valid", sample_dir() / "test.tsv", "--limit", 12,
+              "--states", 3, "--mixtures", 1, "--iterations", 2]
     assert run(capsys, *common, "--jobs", 2, "-o", tmp_path / "pool")[0] == 0
     code, out, err = run(capsys, *common, "--scheduler", "local:2", "-o", tmp_path / "dask")
     assert code == 0, err
-    assert "iteration 2/2" in out
+    assert "iteration 2/2" in out and "valid LL/frame" in out
     assert_same_model(tmp_path / "pool", tmp_path / "dask")
 
 
