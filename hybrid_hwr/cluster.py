@@ -113,9 +113,11 @@ def _open(address: str):
     cluster = None
     try:
         if local:
-            cluster = distributed.LocalCluster(
-                n_workers=int(local.group(1)), threads_per_worker=1, processes=True, dashboard_address=None,
-                silence_logs=logging.CRITICAL if quiet else logging.WARNING)
+            with warnings.catch_warnings():   # e.g. "port 8787 in use" when another cluster runs here
+                warnings.simplefilter("ignore", UserWarning)
+                cluster = distributed.LocalCluster(
+                    n_workers=int(local.group(1)), threads_per_worker=1, processes=True, dashboard_address=None,
+                    silence_logs=logging.CRITICAL if quiet else logging.WARNING)
             return distributed.Client(cluster), cluster
         return distributed.Client(address, timeout=CONNECT_TIMEOUT), None
     except (OSError, TimeoutError) as exc:
