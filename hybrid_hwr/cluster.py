@@ -49,6 +49,7 @@ from .errors import HwrError
 
 INSTALL_HINT = "pip install 'hybrid_hwr[dask]'"
 CONNECT_TIMEOUT = "20s"
+WORKERS_TIMEOUT = 60      # seconds to wait for a first worker on a scheduler that has none
 _LOCAL = re.compile(r"local:([1-9][0-9]{0,2})")
 _REMOTE = re.compile(r"(tcp|tls|ws|wss|inproc|ucx)://\S+")
 
@@ -119,11 +120,18 @@ def _open(address: str):
                     n_workers=int(local.group(1)), threads_per_worker=1, processes=True, dashboard_address=None,
                     silence_logs=logging.CRITICAL if quiet else logging.WARNING)
             return distributed.Client(cluster), cluster
-        return distributed.Client(address, timeout=CONNECT_TIMEOUT), None
+        client = distributed.Client(address, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as exc:
         if cluster is not None:
             cluster.close()
         raise HwrError(f"--scheduler {address}: cannot reach the Dask scheduler ({_one_line(exc)})") from None
+    try:   # tasks would wait for ever on a scheduler without workers
+        client.wait_for_workers(1, timeout=WORKERS_TIMEOUT)
+    except (OSError, TimeoutError):
+        client.close()
+        raise HwrError(f"--scheduler {address}: no Dask worker joined the scheduler within {WORKERS_TIMEOUT} s "
+                       f"(start some with: dask worker {address} --nthreads 1)") from None
+    return client, None
 
 
 def _one_line(exc: Exception) -> str:

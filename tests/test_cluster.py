@@ -210,6 +210,20 @@ def test_tune_on_the_cluster_writes_the_same_decoder_json(scheduler, local_model
     assert points(tmp_path / "local") == points(tmp_path / "dask") and len(points(tmp_path / "local")) > 3
 
 
+def test_a_scheduler_without_workers_is_one_error_line(capsys, monkeypatch, tmp_path):
+    distributed = pytest.importorskip("distributed", reason="Dask (hybrid_hwr[dask]) is not installed")
+    import logging
+
+    monkeypatch.setattr(cluster, "WORKERS_TIMEOUT", 2)
+    with distributed.LocalCluster(n_workers=0, processes=True, dashboard_address=None,
+                                  silence_logs=logging.CRITICAL) as empty:
+        code, _, err = run(capsys, "features", sample_dir() / "test.tsv", "--limit", 2, "-o", tmp_path / "f.npz",
+                           "--scheduler", empty.scheduler_address)
+    assert code == 1 and err.strip().splitlines() == [
+        f"hybrid-hwr: error: --scheduler {empty.scheduler_address}: no Dask worker joined the scheduler within 2 s "
+        f"(start some with: dask worker {empty.scheduler_address} --nthreads 1)"]
+
+
 def test_scheduler_errors_are_one_line(capsys, monkeypatch, tmp_path):
     code, _, err = run(capsys, "decode", "x.png", "--scheduler", "somewhere")
     assert code == 2 and "tcp://host:8786" in err
