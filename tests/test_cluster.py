@@ -17,6 +17,9 @@ from hybrid_hwr.data import read_split, sample_dir
 from hybrid_hwr.model import load_model
 from hybrid_hwr.train import TrainConfig, shard_bounds, train_gmm_hmm
 
+# a second test cluster on this machine finds Dask's default HTTP port taken: not a problem here
+pytestmark = pytest.mark.filterwarnings("ignore:Port .* is already in use:UserWarning")
+
 CONFIG = TrainConfig(states=3, mixtures=2, iterations=1)   # 2 iterations: M=1, then M=2
 
 
