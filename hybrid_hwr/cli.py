@@ -4,7 +4,10 @@ Every subcommand is one pair of functions: ``_add_<name>(subparsers)`` declares 
 arguments (and ``set_defaults(run=_run_<name>)``), ``_run_<name>(args)`` does the work
 and returns the exit status. Subcommands that read line datasets take the shared
 input flags of :func:`dataset_parent` (``DATA.tsv|IMAGE...``, ``--images``, ``--limit``,
-``--jobs``), so every such command reads its input the same way.
+``--jobs``, ``--scheduler``), so every such command reads its input the same way;
+``train`` and ``tune`` take ``--jobs`` and ``--scheduler`` from :func:`add_scaling_options`
+too. With ``--scheduler`` the whole subcommand runs inside one Dask session
+(:func:`hybrid_hwr.cluster.connect`), which the batch helpers use instead of processes.
 
 Errors: an :class:`HwrError` (bad input), an interrupt, or a failing write becomes one
 line ``hybrid-hwr: error: ...`` on stderr and exit status 1 (130 for Ctrl-C, 143 for SIGTERM); usage
@@ -54,10 +57,33 @@ def dataset_parent() -> argparse.ArgumentParser:
         "--images", metavar="DIR", help="read the images of split files from DIR/<id>.png (IAM: the lines/ root)"
     )
     group.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N lines")
-    group.add_argument("--jobs", type=int_upto(MAX_JOBS), default=1, metavar="N", help="run over N processes (default 1)")
+    add_scaling_options(group)
     group.add_argument("--allow-outside-paths", action="store_true",
                        help="let line ids name images outside the image folder (e.g. '../x'; refused by default)")
     return parent
+
+
+def add_scaling_options(parser, jobs_help: str = "run over N processes (default 1)") -> None:
+    """``--jobs N`` and ``--scheduler ADDRESS`` (a Dask cluster instead of local processes)."""
+    from .cluster import parse_scheduler
+
+    parser.add_argument("--jobs", type=int_upto(MAX_JOBS), default=1, metavar="N", help=jobs_help)
+    parser.add_argument("--scheduler", type=parse_scheduler, metavar="ADDRESS",
+                        help="run the work on a Dask cluster: a scheduler address tcp://host:8786 (workers sharing "
+                        "the data path), or local:N to start N local worker processes; needs "
+                        "pip install 'hybrid_hwr[dask]'")
+
+
+def _cluster_session(args: argparse.Namespace):
+    """The Dask session of ``--scheduler`` for the whole subcommand (a no-op without it)."""
+    address = getattr(args, "scheduler", None)
+    if address is None:
+        return contextlib.nullcontext()
+    if getattr(args, "jobs", 1) not in (None, 1):
+        raise HwrError("--jobs and --scheduler: give one (the cluster's workers replace local processes)")
+    from .cluster import connect
+
+    return connect(address)
 
 
 def input_lines(args: argparse.Namespace) -> list[Line]:
@@ -287,7 +313,7 @@ def _add_train(subparsers) -> None:
     mlp.add_argument("--threads", type=int_upto(MAX_JOBS), default=1, metavar="N",
                      help="BLAS threads while training (default 1: two threads only pay on an otherwise idle machine)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N lines of each split")
-    p.add_argument("--jobs", type=int_upto(MAX_JOBS), default=1, metavar="N", help="accumulate over N processes")
+    add_scaling_options(p, "accumulate over N processes (default 1)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in MODEL_DIR")
     p.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help="model directory to write")
     # the MLP options, to refuse them for a GMM rather than ignore them
@@ -385,47 +411,59 @@ def _add_align(subparsers) -> None:
     p.set_defaults(run=_run_align)
 
 
+def _align_line(gray: np.ndarray, line: Line, model) -> tuple[dict, np.ndarray]:
+    """(alignments.jsonl record, per-frame states) of one line; HwrError if it cannot be aligned."""
+    from .align import force_align
+    from .decode import frames_to_pixels
+
+    ids = model.alphabet.encode(line.text)
+    raw, pre = model.frontend.line_features(gray)
+    feats = model.normalizer.transform(np.asarray(raw, dtype=np.float32)).astype(np.float32)
+    result = force_align(model.emission, model.topology, model.transitions, feats, ids)
+    if result is None:
+        raise HwrError(f"{len(feats)} frames cannot hold its transcription")
+    pixels = lambda a, b: frames_to_pixels(model, pre, len(feats), a, b)  # noqa: E731
+    chars = [{"char": line.text[c.char_index], "index": c.char_index, "first_frame": c.first_frame,
+              "last_frame": c.last_frame, **dict(zip(("x_start", "x_end"), pixels(c.first_frame, c.last_frame)))}
+             for c in result.chars]
+    words = [{"text": line.text[w.first_char:w.last_char + 1], "first_frame": w.first_frame,
+              "last_frame": w.last_frame, **dict(zip(("x_start", "x_end"), pixels(w.first_frame, w.last_frame)))}
+             for w in result.words]
+    record = {"id": line.id, "text": line.text, "n_frames": len(feats), "score": result.score,
+              "frame_shift": model.frontend.features.shift, "chars": chars, "words": words}
+    return record, result.states
+
+
+def _line_aligner(model_dir: str):
+    """:func:`_align_line` with the model of ``model_dir`` (built once per process)."""
+    import functools
+
+    from .model import load_model
+
+    return functools.partial(_align_line, model=load_model(model_dir))
+
+
 def _run_align(args: argparse.Namespace) -> int:
     import json
 
-    from .align import force_align
-    from .decode import frames_to_pixels
-    from .model import load_model
+    from .batch import map_line_images
+    from .cluster import PerProcess
 
-    model = load_model(args.model)
+    model_dir = str(Path(args.model).absolute())
+    aligner = PerProcess(_line_aligner, model_dir, built=_line_aligner(model_dir))
     lines = input_lines(args)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    done = failed = 0
+    done = 0
     with RecordFile(out / "alignments.jsonl") as jsonl, AtomicNpzWriter(out / "states.npz") as states:
-        for line, raw, pre in line_features(lines, model.frontend, args.jobs, desc="align", keep_preprocessed=True):
-            try:
-                ids = model.alphabet.encode(line.text)
-            except HwrError as exc:
-                warn(f"skipped line {line.id}: {exc}")
-                failed += 1
-                continue
-            feats = model.normalizer.transform(raw).astype(np.float32)
-            result = force_align(model.emission, model.topology, model.transitions, feats, ids)
-            if result is None:
-                warn(f"skipped line {line.id}: {len(feats)} frames cannot hold its transcription")
-                failed += 1
-                continue
-            pixels = lambda a, b: frames_to_pixels(model, pre, len(feats), a, b)  # noqa: E731
-            chars = [{"char": line.text[c.char_index], "index": c.char_index, "first_frame": c.first_frame,
-                      "last_frame": c.last_frame, **dict(zip(("x_start", "x_end"), pixels(c.first_frame, c.last_frame)))}
-                     for c in result.chars]
-            words = [{"text": line.text[w.first_char:w.last_char + 1], "first_frame": w.first_frame,
-                      "last_frame": w.last_frame, **dict(zip(("x_start", "x_end"), pixels(w.first_frame, w.last_frame)))}
-                     for w in result.words]
-            record = {"id": line.id, "text": line.text, "n_frames": len(feats), "score": result.score,
-                      "frame_shift": model.frontend.features.shift, "chars": chars, "words": words}
+        for line, (record, path) in map_line_images(lines, aligner, args.jobs, "alignment", "align",
+                                                    with_line=True):
             jsonl.write(json.dumps(record, ensure_ascii=False))
-            states.add(line.id, result.states)
+            states.add(line.id, path)
             done += 1
         if done == 0:
-            raise HwrError(f"no line could be aligned ({failed} skipped)")
-    print(f"aligned {done} lines into {out}" + (f" ({failed} skipped)" if failed else ""))
+            raise HwrError(f"no line could be aligned ({len(lines)} skipped)")
+    print(f"aligned {done} lines into {out}" + (f" ({len(lines) - done} skipped)" if done < len(lines) else ""))
     return 0
 
 
@@ -506,7 +544,7 @@ def _run_decode(args: argparse.Namespace) -> int:
     import json
 
     from .batch import map_line_images, progress
-    from .decode import DecoderSettings, load_recognizer, settings_line
+    from .decode import DecoderSettings, image_decoder, load_recognizer, settings_line
 
     # decode's options are the decoder's knobs (DecoderSettings' fields, nbest apart: --nbest has a default)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DecoderSettings) if f.name != "nbest"}
@@ -521,6 +559,9 @@ def _run_decode(args: argparse.Namespace) -> int:
         warn("--jobs ignored: decode --emissions searches its matrices in one process")
     if args.nbest > 1 and not args.details:
         warn(f"--nbest {args.nbest}: the n-best lists are written to --details FILE only; -o gets the best text")
+    if args.emissions and args.scheduler:
+        raise HwrError("--scheduler decodes line images on a cluster; --emissions files are decoded here: "
+                       "compute them with `hybrid-hwr emissions --scheduler ...` and decode without --scheduler")
     page_outputs = [(fmt, folder) for fmt, folder in (("page", args.page_xml), ("alto", args.alto)) if folder]
     if args.page_xml and args.alto and Path(args.page_xml).resolve() == Path(args.alto).resolve():
         raise HwrError("--page-xml and --alto write DIR/<page>.xml each: give them different folders")
@@ -565,7 +606,9 @@ def _run_decode(args: argparse.Namespace) -> int:
                            desc="decode")
     else:
         lines = [line for line in all_lines if line.id not in finished]
-        results = map_line_images(lines, recognizer.decode_image, args.jobs, "decoding", "decode", on_skip=skipped)
+        # built once per worker process from the model directory, whether forked or on a cluster
+        decode = image_decoder(args.model, args.nbest, given, built=recognizer.decode_image)
+        results = map_line_images(lines, decode, args.jobs, "decoding", "decode", on_skip=skipped)
     out = RecordFile(args.output, append=args.resume) if args.output else None
     done = 0
     try:
@@ -689,24 +732,34 @@ def _emission_scores(gray: np.ndarray, model) -> np.ndarray:
     return model.log_likelihoods(feats).astype(np.float32)
 
 
-def _run_emissions(args: argparse.Namespace) -> int:
+def _emission_scorer(model_dir: str, prior_scale):
+    """:func:`_emission_scores` of the model in ``model_dir`` (built once per process)."""
     import functools
 
-    from .batch import map_line_images
-    from .decode import DecoderSettings, resolve_model_dir
     from .model import load_model
 
-    model_dir = resolve_model_dir(args.model)
     model = load_model(model_dir)
+    if prior_scale is not None:
+        model = model.with_prior_scale(prior_scale)
+    return functools.partial(_emission_scores, model=model)
+
+
+def _run_emissions(args: argparse.Namespace) -> int:
+    from .batch import map_line_images
+    from .cluster import PerProcess
+    from .decode import DecoderSettings, resolve_model_dir
+
+    model_dir = resolve_model_dir(args.model).absolute()
     # the kappa a decode of this model directory would use, so both paths score alike
     prior_scale = args.prior_scale
     if prior_scale is None:
         prior_scale = DecoderSettings.load(model_dir, keys=("prior_scale",)).prior_scale
-    if prior_scale is not None:
-        model = model.with_prior_scale(prior_scale)
+    scorer = _emission_scorer(str(model_dir), prior_scale)
+    model = scorer.keywords["model"]
     lines = input_lines(args)
     output = Path(args.output)
-    scores_of = functools.partial(_emission_scores, model=model)
+    # a cluster worker loads the model once for all its lines
+    scores_of = PerProcess(_emission_scorer, str(model_dir), prior_scale, built=scorer)
     with AtomicNpzWriter(output) as writer:
         for line, scores in map_line_images(lines, scores_of, args.jobs, "emission scoring", "emissions"):
             writer.add(line.id, scores)
@@ -813,7 +866,7 @@ def _add_tune(subparsers) -> None:
     p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N validation lines")
     p.add_argument("--allow-outside-paths", action="store_true",
                    help="let line ids name images outside the image folder (refused by default)")
-    p.add_argument("--jobs", type=int_upto(MAX_JOBS), default=1, metavar="N", help="run over N processes (default 1)")
+    add_scaling_options(p)
     p.set_defaults(run=_run_tune)
 
 
@@ -1011,7 +1064,8 @@ def _run(args: argparse.Namespace) -> int:
     """The subcommand, its errors as one line each."""
     try:
         _announce_compilation(args)
-        return int(args.run(args) or 0)
+        with _cluster_session(args):
+            return int(args.run(args) or 0)
     except HwrError as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
     except KeyboardInterrupt as exc:

@@ -12,6 +12,7 @@ or broken image is reported by :func:`load_image` when the line is used, so that
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -218,8 +219,11 @@ def read_inputs(
 # Images
 
 
-def load_image(path: str | Path) -> np.ndarray:
+def load_image(path: str | Path, data: bytes | None = None) -> np.ndarray:
     """A line image as uint8 (H, W): 0 = black ink .. 255 = white paper.
+
+    ``data``: the file's bytes, read elsewhere (a cluster worker without the data path);
+    ``path`` then only names the image in messages.
 
     Reads any format Pillow reads: gray, palette (e.g. 16-level scans), RGB, RGBA / LA
     (composited on white, so transparent paper is paper), 16-bit and 32-bit gray
@@ -234,7 +238,7 @@ def load_image(path: str | Path) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. palette-transparency warnings: handled below
-            with Image.open(path) as image:
+            with Image.open(path if data is None else io.BytesIO(data)) as image:
                 image.load()
                 gray = image_to_gray(image)
     except FileNotFoundError:
@@ -242,7 +246,7 @@ def load_image(path: str | Path) -> np.ndarray:
     except IsADirectoryError:
         raise HwrError(f"{path}: is a directory, not an image") from None
     except UnidentifiedImageError:
-        size = path.stat().st_size if path.exists() else 0
+        size = len(data) if data is not None else path.stat().st_size if path.exists() else 0
         what = "empty file" if size == 0 else "not an image Pillow can read"
         raise HwrError(f"{path}: cannot read image ({what})") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:

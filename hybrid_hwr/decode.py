@@ -392,6 +392,22 @@ def load_recognizer(model_dir: str | os.PathLike | None = None, nbest: int = 1, 
     return settings.recognizer(model, nbest=nbest), settings
 
 
+def image_decoder(model_dir: str | os.PathLike | None, nbest: int, overrides: dict, built=None):
+    """``decode_image`` of :func:`load_recognizer`'s recognizer, wrapped to be built once per
+    process (a cluster worker loads the model, lexicon and LMs once for all its lines).
+    Paths are made absolute (a worker's working directory is not the caller's); ``built``:
+    this process's recognizer's ``decode_image``, if it is loaded already."""
+    from .cluster import PerProcess
+
+    return PerProcess(_build_image_decoder, None if model_dir is None else str(Path(model_dir).absolute()), nbest,
+                      {k: str(Path(v).absolute()) if k in _FILE_KEYS and v is not None else v
+                       for k, v in overrides.items()}, built=built)
+
+
+def _build_image_decoder(model_dir, nbest, overrides):
+    return load_recognizer(model_dir, nbest=nbest, **overrides)[0].decode_image
+
+
 def load_default_recognizer(nbest: int = 1, **overrides):
     """``(Recognizer, DecoderSettings)`` of the shipped default model (HwrError if it is missing)."""
     return load_recognizer(None, nbest=nbest, **overrides)

@@ -8,8 +8,10 @@ Schedule (one entry per re-estimation iteration)::
     ...       up to `mixtures` components per state
 
 Each iteration is an E-step that sums :class:`GmmAccumulator` and
-:class:`TransitionAccumulator` objects over lines (over ``jobs`` processes: accumulators
-add up, so the same step could run on a cluster), then an M-step. The model directory is
+:class:`TransitionAccumulator` objects over shards of lines (over ``jobs`` processes, or
+on a Dask cluster while :func:`hybrid_hwr.cluster.connect` is open: accumulators add up,
+in a tree fixed by the number of shards, so every way of running gives the same model),
+then an M-step. The model directory is
 rewritten atomically after every iteration and doubles as the checkpoint: ``resume``
 reads it back and continues with the next iteration of the schedule.
 """
@@ -28,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from .align import forward_backward, graph_log_likelihoods, path_occupancies, state_occupancies, viterbi
-from .batch import line_features, ordered_map, warn
+from .batch import line_features, ordered_map, summed_map, warn
 from .data import Alphabet, Line
 from .errors import HwrError
 from .features import FrontEnd, Normalizer
@@ -150,18 +152,38 @@ def encode_lines(lines, feats, alphabet: Alphabet, normalizer: Normalizer, topol
 
 # ----------------------------------------------------------------------------- E-step
 
+SHARD_LINES = 32   # lines per shard of an E-step; shards depend on the number of lines only
+
 # Set in the parent before the worker pool forks, so lines are shared, not pickled.
 _LINES: LineSet | None = None
 _MODEL: tuple | None = None
 
 
-def _share_lines(lines: LineSet, n_chunks: int) -> list[tuple[int, int]]:
-    """Publish ``lines`` to the workers about to fork; return ``n_chunks`` (start, stop) ranges over them."""
+def shard_bounds(n_lines: int, size: int = SHARD_LINES) -> list[tuple[int, int]]:
+    """(start, stop) of the shards of ``n_lines`` lines: the same for any number of jobs or workers,
+    so that the shards' sums, added in :func:`hybrid_hwr.batch.tree_sum`'s tree, are too."""
+    return [(a, min(a + size, n_lines)) for a in range(0, n_lines, size)]
+
+
+def _slice(lines: LineSet, start: int, stop: int) -> LineSet:
+    return LineSet(lines.ids[start:stop], lines.text_ids[start:stop], lines.feats[start:stop])
+
+
+def _shards(lines: LineSet, size: int = SHARD_LINES) -> list:
+    """Items naming the shards of ``lines``: bounds into the lines published to the forked
+    workers, or, on a cluster, the shards themselves, sent once per LineSet and kept there."""
+    from . import cluster
+
+    bounds = shard_bounds(len(lines.ids), size)
+    if cluster.active() is not None:
+        return cluster.held(lines, lambda: [_slice(lines, a, b) for a, b in bounds], tag=size)
     global _LINES
     _LINES = lines
-    n = len(lines.ids)
-    edges = np.linspace(0, n, max(1, min(n, n_chunks)) + 1).astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    return bounds
+
+
+def _shard_lines(item) -> LineSet:
+    return item if isinstance(item, LineSet) else _slice(_LINES, *item)
 
 
 def _set_model(topology, transitions, gmms, method, beam, accumulate):
@@ -169,15 +191,14 @@ def _set_model(topology, transitions, gmms, method, beam, accumulate):
     _MODEL = (topology, transitions, gmms, method, beam, accumulate)
 
 
-def _estep_chunk(bounds):
-    """Statistics of lines [start, stop): (gmm acc, transition acc, log-prob, frames, failed lines)."""
+def _estep_chunk(item):
+    """Statistics of one shard of lines: (gmm acc, transition acc, log-prob, frames, failed lines)."""
     topology, transitions, gmms, method, beam, accumulate = _MODEL
-    start, stop = bounds
+    lines = _shard_lines(item)
     gacc = GmmAccumulator.like(gmms) if accumulate else None
     tacc = TransitionAccumulator(topology) if accumulate else None
     total, frames, failed = 0.0, 0, 0
-    for i in range(start, stop):
-        X, ids = _LINES.feats[i], _LINES.text_ids[i]
+    for X, ids in zip(lines.feats, lines.text_ids):
         graph = build_line_graph(topology, transitions, ids)
         loglik = graph_log_likelihoods(gmms, X, graph)
         if method == "viterbi":
@@ -198,22 +219,25 @@ def _estep_chunk(bounds):
                 tacc.accumulate(graph, occupancy, gamma)
         total += score
         frames += len(X)
+    if gacc is not None:
+        gacc.reference = None   # the iteration's GMMs: the caller has them, no need to ship them back
     return gacc, tacc, total, frames, failed
+
+
+def _add_statistics(a, b):
+    """Sum of two shards' (gmm acc, transition acc, log-prob, frames, failed lines)."""
+    return tuple(x + y if x is not None else None for x, y in zip(a, b))
 
 
 def expectation(lines: LineSet, topology, transitions, gmms, method="baum-welch", beam=None,
                 jobs=1, accumulate=True):
-    """Sum of per-line statistics over ``jobs`` processes: (gmm acc, transition acc, log-prob, frames, failed)."""
-    chunks = _share_lines(lines, 4 * jobs)
-    gacc = tacc = None
-    total, frames, failed = 0.0, 0, 0
+    """Sum of per-line statistics over ``jobs`` processes or the open cluster:
+    (gmm acc, transition acc, log-prob, frames, failed); the same sums for any of them."""
     args = (topology, transitions, gmms, method, beam, accumulate)
-    for g, t, s, f, bad in ordered_map(_estep_chunk, chunks, jobs, _set_model, args):
-        if accumulate:
-            gacc = g if gacc is None else gacc + g
-            tacc = t if tacc is None else tacc + t
-        total, frames, failed = total + s, frames + f, failed + bad
-    return gacc, tacc, total, frames, failed
+    sums = summed_map(_estep_chunk, _shards(lines), _add_statistics, jobs, _set_model, args)
+    if sums is None:
+        return None, None, 0.0, 0, 0
+    return sums
 
 
 # ----------------------------------------------------------------------------- initialisation
@@ -355,16 +379,16 @@ def _checkpoint(model: HwrModel, out_dir: Path | None) -> None:
 
 # ----------------------------------------------------------------------------- hybrid MLP-HMM
 
-def _align_chunk(bounds):
-    """Per-frame target states of lines [start, stop) (all -1 where the alignment failed)."""
+def _align_chunk(item):
+    """Per-frame target states of one shard of lines (all -1 where the alignment failed)."""
     from .align import force_align
 
     topology, transitions, emission = _MODEL
+    lines = _shard_lines(item)
     out = []
-    for i in range(*bounds):
-        result = force_align(emission, topology, transitions, _LINES.feats[i], _LINES.text_ids[i])
-        n = len(_LINES.feats[i])
-        out.append(np.full(n, -1, np.int32) if result is None else result.states)
+    for X, ids in zip(lines.feats, lines.text_ids):
+        result = force_align(emission, topology, transitions, X, ids)
+        out.append(np.full(len(X), -1, np.int32) if result is None else result.states)
     return out
 
 
@@ -375,9 +399,8 @@ def _set_aligner(topology, transitions, emission):
 
 def forced_targets(lines: LineSet, model: HwrModel, jobs: int = 1) -> list:
     """State of every frame from the Viterbi alignment of ``model`` (-1 for lines it cannot align)."""
-    chunks = _share_lines(lines, 8 * jobs)
     targets = []
-    for part in ordered_map(_align_chunk, chunks, jobs, _set_aligner,
+    for part in ordered_map(_align_chunk, _shards(lines, SHARD_LINES // 4), jobs, _set_aligner,
                             (model.topology, model.transitions, model.emission)):
         targets.extend(part)
     return targets

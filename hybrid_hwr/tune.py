@@ -70,8 +70,9 @@ class Tuner:
     """Decodes validation emissions under given settings and remembers every result."""
 
     def __init__(self, model, lines, scores, lang: str, points_path: Path, jobs: int = 1,
-                 log: Callable[[str], None] = print, model_digest: str = ""):
+                 log: Callable[[str], None] = print, model_digest: str = "", model_dir: Path | None = None):
         self.model, self.lines, self.lang, self.jobs, self.log = model, lines, lang, jobs, log
+        self.model_dir = model_dir               # a cluster's workers load the model from there
         self.scores = scores                       # {line id: float64 (T, S) at the model's prior scale}
         self.base_kappa = float(model.emission.prior_scale or 0.0)
         # a model with state priors (prior_scale not None) keeps them in log_priors_
@@ -106,20 +107,37 @@ class Tuner:
                   if k != "nbest"}
         return json.dumps({**fields, **self._context}, sort_keys=True)
 
+    def _shards(self, size: int = 8) -> list:
+        """Items of the decoding tasks: lists of line ids, or on a cluster the shards' scores,
+        sent once for the whole search and kept there."""
+        from . import cluster
+
+        ids = [line.id for line in self.lines]
+        bounds = [ids[a:a + size] for a in range(0, len(ids), size)]
+        if cluster.active() is None:
+            return bounds
+        if self.model_dir is None:
+            raise HwrError("tuning on a cluster needs the model directory")
+        return cluster.held(self, lambda: [{i: self.scores[i] for i in part} for part in bounds])
+
     def evaluate(self, settings: DecoderSettings) -> Point:
+        from . import cluster
         from .batch import ordered_map
         from .metrics import score_corpus
 
         key = self._key(settings)
         if key not in self.cache:
-            recognizer = settings.recognizer(self.model, loaded=self.loaded)
+            if cluster.active() is None:
+                decode = settings.recognizer(self.model, loaded=self.loaded).decode_loglik
+            else:   # each worker builds it from the model folder and files, loaded once per process
+                decode = cluster.PerProcess(_decoder_of, str(Path(self.model_dir).absolute()), settings)
             shift = None
             if settings.prior_scale is not None and self.log_priors is not None:
                 shift = (settings.prior_scale - self.base_kappa) * np.asarray(self.log_priors, dtype=np.float64)
-            global _TASK
-            _TASK = (recognizer, self.scores, shift)
             ids = [line.id for line in self.lines]
-            hyps = {i: settings.display_text(h) for i, h in zip(ids, ordered_map(_decode_one, ids, self.jobs))}
+            local_scores = self.scores if cluster.active() is None else None   # a cluster holds its own
+            parts = ordered_map(_decode_shard, self._shards(), self.jobs, _set_task, (decode, local_scores, shift))
+            hyps = {i: settings.display_text(h) for i, h in zip(ids, (h for part in parts for h in part))}
             score = score_corpus([(line.id, line.text) for line in self.lines], hyps, self.lang)
             self.cache[key] = (score.cer, score.wer)
             with RecordFile(self.points_path, append=True) as handle:   # one whole record per write
@@ -149,14 +167,35 @@ class Tuner:
 
 
 _TASK = None
+_WORKER_FILES: dict = {}     # lexicon and LM files a worker process has loaded, by path
 
 
-def _decode_one(line_id):
-    recognizer, scores, shift = _TASK
-    x = scores[line_id]
-    if shift is not None:
-        x = x - shift
-    return recognizer.decode_loglik(x)
+def _set_task(decode, scores, shift):
+    global _TASK
+    _TASK = (decode, scores, shift)
+
+
+def _decode_shard(item) -> list:
+    """Hypotheses of a shard: line ids into the scores of the forked parent, or (on a cluster) the
+    shard's own {id: scores}."""
+    decode, scores, shift = _TASK
+    shard = item if isinstance(item, dict) else {i: scores[i] for i in item}
+    return [decode(x if shift is None else x - shift) for x in shard.values()]
+
+
+def _decoder_of(model_dir: str, settings: DecoderSettings):
+    """``decode_loglik`` of ``settings`` for the model in ``model_dir``, its files loaded once per process."""
+    from .lexicon import load_lexicon
+    from .lm import load_lm
+    from .model import load_model
+
+    key = ("model", model_dir)
+    if key not in _WORKER_FILES:
+        _WORKER_FILES[key] = load_model(model_dir)
+    for path, load in ((settings.lexicon, load_lexicon), (settings.lm, load_lm), (settings.char_lm, load_lm)):
+        if path is not None and path not in _WORKER_FILES:
+            _WORKER_FILES[path] = load(path)
+    return settings.recognizer(_WORKER_FILES[key], loaded=_WORKER_FILES).decode_loglik
 
 
 def available_modes(lexicon, lm, char_lm) -> list[str]:
@@ -219,7 +258,8 @@ def tune(model_dir, valid_lines, lexicon=None, lm=None, char_lm=None, lang: str 
     work = model_dir / "tune"
     work.mkdir(exist_ok=True)
     digest = json.loads((model_dir / "model.json").read_text(encoding="utf-8")).get("arrays_sha256", "")
-    tuner = Tuner(model, kept, scores, lang, work / POINTS_FILE, jobs=jobs, log=log, model_digest=digest)
+    tuner = Tuner(model, kept, scores, lang, work / POINTS_FILE, jobs=jobs, log=log, model_digest=digest,
+                  model_dir=model_dir)
 
     tuner.load_files(files["lexicon"], files["lm"], files["char_lm"])
     table = {}
