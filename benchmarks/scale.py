@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 from hybrid_hwr import cluster  # noqa: E402
 from hybrid_hwr.batch import line_features, map_line_images  # noqa: E402
 from hybrid_hwr.data import Alphabet, read_split  # noqa: E402
-from hybrid_hwr.demo import image_decoder, load_recognizer  # noqa: E402
+from hybrid_hwr.decode import image_decoder, load_recognizer  # noqa: E402
 from hybrid_hwr.features import FrontEnd, Normalizer  # noqa: E402
 from hybrid_hwr.hmm import HmmTopology, Transitions  # noqa: E402
 from hybrid_hwr.train import SHARD_LINES, _estep_chunk, _set_model, _slice, encode_lines, expectation, \

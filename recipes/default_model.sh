@@ -7,9 +7,12 @@
 #   3. the hybrid MLP-HMM on stage 2's alignments: 3 x 512 ReLU, context +-4, dropout
 #      DROPOUT (default 0), MLP_MINUTES of training (default 30), seed 0; the epoch with
 #      the best validation frame error rate is kept
-#   4. decoding settings tuned on TUNE_LINES validation lines (default 100): French 50k
-#      lexicon + word 3-gram (`hybrid-hwr tune`)
-#   5. the model, its decoder.json and links to the lexicon and LM copied into the package
+#   4. the model's lexicon and word 3-gram: the ELTeC French novels (CORPORA, default the
+#      corpora folder beside the data folder) plus the training transcriptions, every word
+#      the model can write (113k), pruned 0,1,1; then decoding settings tuned on TUNE_LINES
+#      validation lines (default 100) with lexicon + LM (`hybrid-hwr tune`)
+#   5. the model, its decoder.json, lexicon and LM copied into the package (the lexicon and
+#      LM into lexicons/ and lm/, linked from the model folder)
 #
 #   recipes/default_model.sh ../shared/data/copiste [EXP_DIR] [FIRST_STAGE]
 set -euo pipefail
@@ -30,22 +33,30 @@ if [ "$stage" -le 3 ]; then
     --hidden 512,512,512 --dropout "${DROPOUT:-0}" --epochs 30 --max-minutes "${MLP_MINUTES:-30}" --seed 0 \
     --jobs "$jobs" -o "$exp/mlp" 2>&1 | tee "$exp/mlp.log"
 fi
+lexicon=fr-copiste-113k.txt; lm=fr-copiste-3gram.arpa.gz
 if [ "$stage" -le 4 ]; then
+  corpus=${CORPORA:-$data/../../corpora}/eltec-fra.txt.xz
+  $hwr lexicon "$corpus" "$data/train.tsv" --lang fr --size 200000 --alphabet-of "$exp/mlp" -o "$exp/$lexicon"
+  $hwr build-lm "$corpus" "$data/train.tsv" --lang fr --order 3 --vocab "$exp/$lexicon" --prune 0,1,1 \
+    --memory 3G -o "$exp/$lm"
   $hwr tune --model "$exp/mlp" --valid "$data/valid.tsv" --limit "${TUNE_LINES:-100}" \
-    --lexicon "$root/lexicons/fr-50k.txt" --lm "$root/lm/fr-3gram.arpa.gz" --lang fr --modes lexicon_lm \
+    --lexicon "$exp/$lexicon" --lm "$exp/$lm" --lang fr --modes lexicon_lm \
     --rounds 1 --jobs "$jobs" 2>&1 | tee "$exp/tune.log"
 fi
 if [ "$stage" -le 5 ]; then
   dest="$root/hybrid_hwr/models/default"
   rm -f "$dest"/arrays-*.npz
   cp "$exp/mlp/model.json" "$exp"/mlp/arrays-*.npz "$dest/"
-  ln -sf ../../../lexicons/fr-50k.txt "$dest/fr-50k.txt"
-  ln -sf ../../../lm/fr-3gram.arpa.gz "$dest/fr-3gram.arpa.gz"
+  rm -f "$dest"/*.txt "$dest"/*.arpa.gz
+  cp "$exp/$lexicon" "$root/lexicons/$lexicon"
+  cp "$exp/$lm" "$root/lm/$lm"
+  ln -sf "../../../lexicons/$lexicon" "$dest/$lexicon"
+  ln -sf "../../../lm/$lm" "$dest/$lm"
   # the tuned settings, with the lexicon and LM named next to the model
-  python3 - "$exp/mlp/decoder.json" "$dest/decoder.json" <<'PY'
+  python3 - "$exp/mlp/decoder.json" "$dest/decoder.json" "$lexicon" "$lm" <<'PY'
 import json, sys
 settings = json.load(open(sys.argv[1]))
-settings.update(lexicon="fr-50k.txt", lm="fr-3gram.arpa.gz")
+settings.update(lexicon=sys.argv[3], lm=sys.argv[4])
 json.dump(settings, open(sys.argv[2], "w"), indent=1)
 open(sys.argv[2], "a").write("\n")
 PY
