@@ -826,8 +826,15 @@ def _add_tune(subparsers) -> None:
         "of each mode and writes the best mode's settings to MODEL/decoder.json; points already decoded "
         "(MODEL/tune/points.jsonl) are reused by a rerun.",
     )
-    p.add_argument("--model", required=True, metavar="DIR", help="model directory (its decoder.json is rewritten)")
+    p.add_argument("--model", metavar="DIR", help="model directory (its decoder.json is rewritten); with --ctc "
+                   "the folder whose decoder.json is written (default: the alphabet file's folder)")
     p.add_argument("--valid", required=True, nargs="+", metavar="DATA.tsv", help="validation split file(s)")
+    ctc = p.add_argument_group("a CTC network's outputs (modes: character loop, character LM, lexicon, lexicon + LM)")
+    ctc.add_argument("--ctc", metavar="ALPHABET.txt", help="tune the decoding of CTC outputs over this alphabet")
+    ctc.add_argument("--emissions", metavar="FILE.npz|DIR", help="with --ctc: the network's outputs for the "
+                     "validation lines (one array per line id)")
+    ctc.add_argument("--blank", type=non_negative_int, default=0, help="with --ctc: line index of the blank (0)")
+    ctc.add_argument("--log-softmax", action="store_true", help="with --ctc: the outputs are logits")
     p.add_argument("--images", metavar="DIR", help="read the images of the split files from DIR/<id>.png")
     p.add_argument("--lexicon", metavar="FILE", help="lexicon (lexicon modes)")
     p.add_argument("--lm", metavar="FILE", help="word n-gram LM (with --lexicon)")
@@ -844,6 +851,15 @@ def _add_tune(subparsers) -> None:
     p.set_defaults(run=_run_tune)
 
 
+def read_transcriptions_as_lines(splits, limit=None) -> list[Line]:
+    """The ``(id, text)`` records of split files as lines without images (for outputs computed elsewhere)."""
+    lines = [Line(line_id, text, Path(split)) for split in splits for line_id, text in read_transcriptions(split)]
+    lines = lines[:limit] if limit is not None else lines
+    if not lines:
+        raise HwrError("no validation lines")
+    return lines
+
+
 _MODE_NAMES = {"charloop": "character loop", "charlm": "character LM", "lexicon": "lexicon",
                "lexicon_lm": "lexicon + LM", "open_vocab": "open vocabulary"}
 
@@ -852,6 +868,23 @@ def _run_tune(args: argparse.Namespace) -> int:
     from .demo import resolve_model_dir
     from .tune import tune
 
+    if args.ctc or args.emissions:
+        from .tune import tune_ctc
+
+        if not (args.ctc and args.emissions):
+            raise HwrError("--ctc ALPHABET.txt and --emissions FILE.npz go together (a CTC network's outputs)")
+        if args.images:
+            raise HwrError("--images: the validation lines' outputs come from --emissions, not from images")
+        lines = read_transcriptions_as_lines(args.valid, args.limit)
+        modes = [_MODE_NAMES[m] for m in args.modes] if args.modes else None
+        tune_ctc(args.ctc, args.emissions, lines, out_dir=args.model, blank=args.blank, log_softmax=args.log_softmax,
+                 lexicon=args.lexicon, lm=args.lm, char_lm=args.char_lm, lang=args.lang, modes=modes,
+                 beam=args.beam, jobs=args.jobs, rounds=args.rounds)
+        return 0
+    if args.blank or args.log_softmax:
+        raise HwrError("--blank and --log-softmax describe CTC outputs: they need --ctc")
+    if not args.model:
+        raise HwrError("tune needs --model DIR (or --ctc ALPHABET.txt --emissions FILE.npz for a CTC network)")
     model_dir = resolve_model_dir(args.model)
     lines = read_inputs(args.valid, images=args.images, limit=args.limit)
     if not lines:
