@@ -1074,6 +1074,8 @@ def _add_crnn(subparsers) -> None:
     g.add_argument("--allow-outside-paths", action="store_true",
                    help="let line ids name images outside the image folder (refused by default)")
     g.add_argument("-o", "--output", required=True, metavar="FILE.npz", help="output file (written atomically)")
+    g.add_argument("--greedy", metavar="HYP.tsv", help="also write the best-path (greedy) text of each line: the "
+                   "result of decode --ctc without lexicon, LM and character penalty, without the search")
     g.add_argument("--threads", type=positive_int, default=1, help="CPU threads of PyTorch (1)")
     g.add_argument("--device", metavar="NAME", help="cpu, cuda, ... (default: cuda when available)")
     g.set_defaults(run=_run_crnn_logits)
@@ -1108,7 +1110,7 @@ def _run_crnn_logits(args: argparse.Namespace) -> int:
 
     torch = require_torch()
     torch.set_num_threads(args.threads)
-    write_logits(args.model, input_lines(args), args.output, jobs=args.jobs, device=args.device)
+    write_logits(args.model, input_lines(args), args.output, jobs=args.jobs, device=args.device, greedy=args.greedy)
     return 0
 
 

@@ -479,10 +479,12 @@ def _write_info(output, config, settings, history, n_params, n_train, n_valid) -
 # Outputs for the CTC decoder
 
 
-def write_logits(model_dir, lines, output, jobs: int = 1, device: str | None = None,
+def write_logits(model_dir, lines, output, jobs: int = 1, device: str | None = None, greedy=None,
                  log: Callable[[str], None] = print) -> int:
     """Per-frame log-probabilities of every readable line into ``output`` (.npz, one array per id);
-    (re)writes ``model_dir/alphabet.txt``. Returns the number of lines written."""
+    (re)writes ``model_dir/alphabet.txt``; ``greedy``: also write each line's best-path text
+    there (``id<TAB>text``, what ``decode --ctc`` gives without lexicon, LM and character
+    penalty). Returns the number of lines written."""
     from .cli import AtomicNpzWriter
 
     model = load_crnn(model_dir, device)
@@ -490,9 +492,13 @@ def write_logits(model_dir, lines, output, jobs: int = 1, device: str | None = N
     lines, inputs = load_inputs(lines, model.config, jobs, "images")
     if not inputs:
         raise HwrError(f"no line could be read; {output} not written")
+    texts = []
     with AtomicNpzWriter(output) as writer:
         for line, y in zip(lines, model.log_probs(inputs)):
             writer.add(line.id, y)
+            texts.append(f"{line.id}\t{' '.join(greedy_decode(y, model.chars).split())}\n")
+    if greedy is not None:
+        atomic_write_text(greedy, "".join(texts))
     log(f"wrote the CTC outputs ({model.n_outputs} columns, log-probabilities) of {len(inputs)} lines to {output}; "
         f"alphabet {Path(model_dir) / ALPHABET_FILE}")
     return len(inputs)

@@ -122,7 +122,9 @@ def test_cli_train_logits_then_decode_ctc(tmp_path, sample, capsys):
     assert len(info["history"]) == 2 and info["parameters"] > 0
     (model / ALPHABET_FILE).unlink()
     logits = tmp_path / "test.npz"
-    assert main(["crnn", "logits", str(model), str(sample / "test.tsv"), "--limit", "3", "-o", str(logits)]) == 0
+    greedy = tmp_path / "greedy.tsv"
+    assert main(["crnn", "logits", str(model), str(sample / "test.tsv"), "--limit", "3", "-o", str(logits),
+                 "--greedy", str(greedy)]) == 0
     columns = read_alphabet(model / ALPHABET_FILE)              # written again by logits
     arrays = dict(np.load(logits))
     assert sorted(arrays) == sorted(line.id for line in read_split(sample / "test.tsv", limit=3))
@@ -137,3 +139,4 @@ def test_cli_train_logits_then_decode_ctc(tmp_path, sample, capsys):
     chars = [" " if c == "<space>" else c for c in (model / ALPHABET_FILE).read_text(encoding="utf-8").splitlines()[1:]]
     for line_id, x in arrays.items():      # the search's character loop without LM is greedy decoding
         assert decoded[line_id] == " ".join(greedy_decode(x, chars).split())
+    assert greedy.read_text(encoding="utf-8") == hyp.read_text(encoding="utf-8")
