@@ -209,7 +209,7 @@ class DecoderSettings:
             return f"{value:g}{mark}" if value is not None else "default"
 
         if self.lexicon is None:
-            mode = f"character LM {self.char_lm.name}" if self.char_lm else "character loop"
+            mode = f"character LM {self.char_lm.name} (weight {knob('lm_weight')})" if self.char_lm else "character loop"
             text = f"{mode}, char penalty {self.char_penalty:g}"
         else:
             text = f"lexicon {self.lexicon.name}"

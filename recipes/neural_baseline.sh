@@ -10,20 +10,20 @@
 # Stages (each writes into EXP_DIR; rerun from a stage number to continue):
 #   1. train the CRNN on DATASET_DIR/train.tsv, select on valid.tsv (EXP_DIR/model; an
 #      interrupted training resumes from its checkpoint)
-#   2. CTC outputs (log-probabilities) of VALID_LIMIT validation lines and of the test lines,
-#      and the test lines' greedy (best-path) text
+#   2. CTC outputs (log-probabilities) of VALID_LIMIT validation lines and of the first
+#      TEST_LIMIT test lines (default all), and their greedy (best-path) text
 #   3. tune on those validation lines (hybrid-hwr tune --ctc): lexicon + word LM, and the
 #      open-vocabulary character LM (no lexicon), each into its own decoder.json
 #   4. test: decode with each tuned mode; EXP_DIR/test.results holds the CER/WER of every mode
 #   5. with HMM_HYP (an MLP-HMM's test hypotheses): paired bootstrap of the CRNN's best mode
 #      against it (EXP_DIR/compare.txt)
 # Environment: TRAIN_OPTS (extra options of crnn train, e.g. "--max-minutes 50 --preprocess"),
-# VALID_LIMIT (default 100), TUNE_BEAM (default tune's), BEAM (test, default the decoder's),
+# VALID_LIMIT (default 100), TEST_LIMIT, TUNE_BEAM (default tune's), BEAM (test, default the decoder's),
 # JOBS (test decodes run side by side, default 2), HMM_HYP, HWR (default hybrid-hwr).
 set -euo pipefail
 data=${1:?DATASET_DIR}; exp=${2:?EXP_DIR}; lang=${3:-fr}; stage=${4:-1}
 VALID_LIMIT=${VALID_LIMIT:-100}; TRAIN_OPTS=${TRAIN_OPTS:-}; JOBS=${JOBS:-2}; HWR=${HWR:-hybrid-hwr}
-TUNE_BEAM=${TUNE_BEAM:-}; BEAM=${BEAM:-}; HMM_HYP=${HMM_HYP:-}
+TUNE_BEAM=${TUNE_BEAM:-}; BEAM=${BEAM:-}; HMM_HYP=${HMM_HYP:-}; TEST_LIMIT=${TEST_LIMIT:-}
 root=$(cd "$(dirname "$0")/.." && pwd)
 lex=${LEXICON:-$root/lexicons/$lang-50k.txt}; lm=${LM:-$root/lm/$lang-3gram.arpa.gz}
 clm=${CHAR_LM:-$root/lm/$lang-char4gram.arpa.gz}
@@ -32,7 +32,8 @@ for file in "$lex" "$lm" "$clm"; do
 done
 model=$exp/model
 mkdir -p "$exp"
-score() { $HWR evaluate --lang "$lang" "$data/test.tsv" "$1" | awk '/^CER/{c=$2} /^WER/{w=$2} END{print c, w}'; }
+ref=$exp/test.ref.tsv
+score() { $HWR evaluate --lang "$lang" "$ref" "$1" | awk '/^CER/{c=$2} /^WER/{w=$2} END{print c, w}'; }
 
 if [ "$stage" -le 1 ]; then
   resume=(); [ -f "$model/checkpoint.pt" ] && resume=(--resume)
@@ -44,7 +45,8 @@ fi
 if [ "$stage" -le 2 ]; then
   head -n "$VALID_LIMIT" "$data/valid.tsv" > "$exp/valid.ref.tsv"
   $HWR crnn logits "$model" "$exp/valid.ref.tsv" --images "$data/lines" -o "$exp/valid.npz"
-  $HWR crnn logits "$model" "$data/test.tsv" -o "$exp/test.npz" --greedy "$exp/test.greedy.tsv"
+  if [ -n "$TEST_LIMIT" ]; then head -n "$TEST_LIMIT" "$data/test.tsv"; else cat "$data/test.tsv"; fi > "$ref"
+  $HWR crnn logits "$model" "$ref" --images "$data/lines" -o "$exp/test.npz" --greedy "$exp/test.greedy.tsv"
 fi
 
 # the options of each tuned mode, and the folder holding its decoder.json
@@ -73,7 +75,7 @@ if [ "$stage" -le 4 ]; then
   done
   for pid in "${pids[@]}"; do wait "$pid"; done
   {
-    echo "mode CER WER ($data/test.tsv, $(wc -l < "$data/test.tsv") lines)"
+    echo "mode CER WER ($ref, $(wc -l < "$ref") lines)"
     echo "greedy $(score "$exp/test.greedy.tsv")"
     for mode in "${modes[@]}"; do echo "$mode $(score "$exp/test.$mode.tsv")"; done
   } | tee "$exp/test.results"
@@ -83,5 +85,5 @@ if [ "$stage" -le 5 ] && [ -n "$HMM_HYP" ]; then
   best=$(awk 'NR > 1 {print $3, $1}' "$exp/test.results" | sort -g | head -1 | cut -d' ' -f2)
   best_file=$exp/test.$best.tsv
   [ "$best" = greedy ] && best_file=$exp/test.greedy.tsv
-  $HWR evaluate --lang "$lang" "$data/test.tsv" "$HMM_HYP" "$best_file" | tee "$exp/compare.txt"
+  $HWR evaluate --lang "$lang" "$ref" "$HMM_HYP" "$best_file" | tee "$exp/compare.txt"
 fi
