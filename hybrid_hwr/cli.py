@@ -100,15 +100,24 @@ def input_lines(args: argparse.Namespace) -> list[Line]:
 
 def _add_import(subparsers) -> None:
     p = subparsers.add_parser(
-        "import", help="cut the text lines of PAGE/ALTO pages into a line dataset",
-        description="Cut every text line of the PAGE or ALTO XML pages in PAGES_DIR along its polygon "
-        "(outside set to white) and write DATASET_DIR/lines/<id>.png and DATASET_DIR/<split>.tsv; "
-        "DATASET_DIR/layout.json records where each line lies on its page (for decode --page-xml/--alto).",
+        "import", help="make a line dataset of PAGE/ALTO pages, or of PyLaia or kraken line data",
+        description="--format page (default): cut every text line of the PAGE or ALTO XML pages in SRC along "
+        "its polygon (outside set to white) and write DATASET_DIR/lines/<id>.png and DATASET_DIR/<split>.tsv; "
+        "DATASET_DIR/layout.json records where each line lies on its page (for decode --page-xml/--alto). "
+        "--format pylaia: SRC is a ground-truth file of 'ID TRANSCRIPTION' lines (plain text or PyLaia's "
+        "character tokens with <space>), images IMAGES/ID.<ext> (--images, default the file's folder), "
+        "--img-list keeps the ids of a PyLaia id list. --format kraken: SRC is a folder searched for line "
+        "images with a NAME.gt.txt transcription beside them.",
     )
-    p.add_argument("pages", metavar="PAGES_DIR", help="directory with *.xml (PAGE or ALTO) and their page images")
+    p.add_argument("pages", metavar="SRC", help="page: directory with *.xml and their page images; pylaia: the "
+                   "ground-truth file; kraken: the folder of images and .gt.txt files")
     p.add_argument("-o", "--output", required=True, metavar="DATASET_DIR", help="dataset directory to write")
+    p.add_argument("--format", choices=("page", "pylaia", "kraken"), default="page",
+                   help="layout of SRC (default page: PAGE or ALTO XML)")
     p.add_argument("--split", default="all", metavar="NAME", help="name of the split file (default: all -> all.tsv)")
-    p.add_argument("--scale", type=positive_float, default=1.0, help="resize pages by this factor before cutting")
+    p.add_argument("--scale", type=positive_float, default=1.0, help="page: resize pages by this factor before cutting")
+    p.add_argument("--images", metavar="DIR", help="pylaia: folder the ids are relative to (default: SRC's folder)")
+    p.add_argument("--img-list", metavar="FILE", help="pylaia: import only the ids of this list (one a line), in its order")
     p.add_argument("--keep-empty", action="store_true", help="also write lines without transcription")
     p.add_argument("--allow-outside-paths", action="store_true",
                    help="read page images that the XML names outside its folder (refused by default)")
@@ -116,14 +125,27 @@ def _add_import(subparsers) -> None:
 
 
 def _run_import(args: argparse.Namespace) -> int:
-    from .pages import import_pages
-
     if not args.split or "/" in args.split or args.split.startswith("."):
         raise HwrError(f"--split must be a plain name, got {args.split!r}")
-    count = import_pages(
-        args.pages, args.output, args.split, scale=args.scale, keep_empty=args.keep_empty,
-        on_error=warn, progress=True,
-    )
+    misplaced = [option for option, value, formats in (("--scale", args.scale != 1.0, ("page",)),
+                                                       ("--images", args.images, ("pylaia",)),
+                                                       ("--img-list", args.img_list, ("pylaia",)))
+                 if value and args.format not in formats]
+    if misplaced:
+        raise HwrError(f"{', '.join(misplaced)}: not an option of --format {args.format}")
+    if args.format == "page":
+        from .pages import import_pages
+
+        count = import_pages(
+            args.pages, args.output, args.split, scale=args.scale, keep_empty=args.keep_empty,
+            on_error=warn, progress=True,
+        )
+    else:
+        from .toolkit_data import import_lines, read_kraken, read_pylaia
+
+        lines = (read_pylaia(args.pages, args.images, args.img_list) if args.format == "pylaia"
+                 else read_kraken(args.pages))
+        count = import_lines(lines, args.output, args.split, keep_empty=args.keep_empty, on_error=warn)
     print(f"imported {count} lines into {Path(args.output) / (args.split + '.tsv')}")
     return 0
 
@@ -850,8 +872,15 @@ def _add_tune(subparsers) -> None:
         "of each mode and writes the best mode's settings to MODEL/decoder.json; points already decoded "
         "(MODEL/tune/points.jsonl) are reused by a rerun.",
     )
-    p.add_argument("--model", required=True, metavar="DIR", help="model directory (its decoder.json is rewritten)")
+    p.add_argument("--model", metavar="DIR", help="model directory (its decoder.json is rewritten); with --ctc "
+                   "the folder whose decoder.json is written (default: the alphabet file's folder)")
     p.add_argument("--valid", required=True, nargs="+", metavar="DATA.tsv", help="validation split file(s)")
+    ctc = p.add_argument_group("a CTC network's outputs (modes: character loop, character LM, lexicon, lexicon + LM)")
+    ctc.add_argument("--ctc", metavar="ALPHABET.txt", help="tune the decoding of CTC outputs over this alphabet")
+    ctc.add_argument("--emissions", metavar="FILE.npz|DIR", help="with --ctc: the network's outputs for the "
+                     "validation lines (one array per line id)")
+    ctc.add_argument("--blank", type=int_upto(100_000, low=0), default=0, help="with --ctc: line index of the blank (0)")
+    ctc.add_argument("--log-softmax", action="store_true", help="with --ctc: the outputs are logits")
     p.add_argument("--images", metavar="DIR", help="read the images of the split files from DIR/<id>.png")
     p.add_argument("--lexicon", metavar="FILE", help="lexicon (lexicon modes)")
     p.add_argument("--lm", metavar="FILE", help="word n-gram LM (with --lexicon)")
@@ -870,6 +899,15 @@ def _add_tune(subparsers) -> None:
     p.set_defaults(run=_run_tune)
 
 
+def read_transcriptions_as_lines(splits, limit=None) -> list[Line]:
+    """The ``(id, text)`` records of split files as lines without images (for outputs computed elsewhere)."""
+    lines = [Line(line_id, text, Path(split)) for split in splits for line_id, text in read_transcriptions(split)]
+    lines = lines[:limit] if limit is not None else lines
+    if not lines:
+        raise HwrError("no validation lines")
+    return lines
+
+
 _MODE_NAMES = {"charloop": "character loop", "charlm": "character LM", "lexicon": "lexicon",
                "lexicon_lm": "lexicon + LM", "open_vocab": "open vocabulary"}
 
@@ -878,6 +916,26 @@ def _run_tune(args: argparse.Namespace) -> int:
     from .decode import resolve_model_dir
     from .tune import tune
 
+    if args.ctc or args.emissions:
+        from .tune import tune_ctc
+
+        if not (args.ctc and args.emissions):
+            raise HwrError("--ctc ALPHABET.txt and --emissions FILE.npz go together (a CTC network's outputs)")
+        if args.images:
+            raise HwrError("--images: the validation lines' outputs come from --emissions, not from images")
+        if args.scheduler:
+            raise HwrError("--scheduler tunes from line images on a cluster; CTC outputs (--emissions) are tuned "
+                           "here: use --jobs")
+        lines = read_transcriptions_as_lines(args.valid, args.limit)
+        modes = [_MODE_NAMES[m] for m in args.modes] if args.modes else None
+        tune_ctc(args.ctc, args.emissions, lines, out_dir=args.model, blank=args.blank, log_softmax=args.log_softmax,
+                 lexicon=args.lexicon, lm=args.lm, char_lm=args.char_lm, lang=args.lang, modes=modes,
+                 beam=args.beam, jobs=args.jobs, rounds=args.rounds)
+        return 0
+    if args.blank or args.log_softmax:
+        raise HwrError("--blank and --log-softmax describe CTC outputs: they need --ctc")
+    if not args.model:
+        raise HwrError("tune needs --model DIR (or --ctc ALPHABET.txt --emissions FILE.npz for a CTC network)")
     model_dir = resolve_model_dir(args.model)
     lines = read_inputs(args.valid, images=args.images, limit=args.limit)
     if not lines:
@@ -1004,9 +1062,113 @@ def _run_data(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# crnn (the neural reference system; PyTorch is an optional extra)
+
+
+def _add_crnn(subparsers) -> None:
+    from .neural import CrnnConfig, TrainSettings
+
+    config, settings = CrnnConfig(), TrainSettings()
+    p = subparsers.add_parser(
+        "crnn", help="a reference CRNN-CTC network: train it, write its outputs for decode --ctc",
+        description="A small CRNN (4 conv blocks, 2-layer BLSTM, CTC) trained on the same split files and "
+        "images as the HMM systems; its outputs are decoded by `hybrid-hwr decode --emissions FILE.npz --ctc "
+        "DIR/alphabet.txt` with the same lexicons and LMs. Needs PyTorch (pip install 'hybrid_hwr[neural]').",
+    )
+    commands = p.add_subparsers(title="crnn commands", metavar="COMMAND")
+    t = commands.add_parser(
+        "train", help="train a CRNN with CTC; the best epoch on validation (greedy CER) is kept",
+        description="Adam on the CTC loss; after every epoch the greedy CER of the validation lines decides "
+        "(best epoch kept, learning rate halved after --halve-after epochs without improvement, stop after "
+        "--patience). Writes DIR/crnn.pt, DIR/alphabet.txt, DIR/crnn.json (history) and DIR/checkpoint.pt "
+        "(--resume continues from it).",
+    )
+    t.add_argument("train", nargs="+", metavar="TRAIN.tsv", help="training split file(s)")
+    t.add_argument("--valid", required=True, nargs="+", metavar="VALID.tsv", help="validation split file(s)")
+    t.add_argument("-o", "--output", required=True, metavar="DIR", help="model folder to write")
+    t.add_argument("--images", metavar="DIR", help="read the images of the split files from DIR/<id>.png")
+    t.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N lines of each split")
+    t.add_argument("--allow-outside-paths", action="store_true",
+                   help="let line ids name images outside the image folder (refused by default)")
+    t.add_argument("--height", type=int_upto(1024), default=config.height,
+                   help=f"input height in pixels, a multiple of 16 (default {config.height})")
+    t.add_argument("--preprocess", action="store_true",
+                   help="feed the normalised line (contrast, slant, zones) instead of the height-resized image")
+    t.add_argument("--hidden", type=int_upto(8192), default=config.hidden, help=f"BLSTM units per direction ({config.hidden})")
+    t.add_argument("--dropout", type=non_negative_float, default=config.dropout, help=f"dropout ({config.dropout})")
+    t.add_argument("--epochs", type=int_upto(100_000), default=settings.max_epochs, help=f"maximum epochs ({settings.max_epochs})")
+    t.add_argument("--batch-size", type=int_upto(4096), default=settings.batch_size, help=f"lines per batch ({settings.batch_size})")
+    t.add_argument("--learning-rate", type=positive_float, default=settings.learning_rate,
+                   help=f"Adam's learning rate ({settings.learning_rate:g})")
+    t.add_argument("--halve-after", type=int_upto(100_000), default=settings.halve_after,
+                   help=f"halve the learning rate after N epochs without a better validation CER ({settings.halve_after})")
+    t.add_argument("--patience", type=int_upto(100_000), default=settings.patience,
+                   help=f"stop after N epochs without a better validation CER ({settings.patience})")
+    t.add_argument("--max-minutes", type=positive_float, help="stop after this many minutes")
+    t.add_argument("--seed", type=any_int, default=settings.seed, help="seed of the weights and batch order (0)")
+    t.add_argument("--threads", type=int_upto(MAX_JOBS), default=settings.threads, help="CPU threads of PyTorch (1)")
+    t.add_argument("--device", metavar="NAME", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    t.add_argument("--jobs", type=int_upto(MAX_JOBS), default=1, metavar="N", help="read and prepare images over N processes")
+    t.add_argument("--resume", action="store_true", help="continue the run saved in DIR/checkpoint.pt")
+    t.set_defaults(run=_run_crnn_train)
+    g = commands.add_parser(
+        "logits", help="write a trained CRNN's per-frame log-probabilities",
+        description="One (frames, C) float32 array of log-probabilities per line id into FILE.npz (C = the "
+        "blank + the characters, in the order of DIR/alphabet.txt, which is (re)written), for "
+        "`hybrid-hwr decode --emissions FILE.npz --ctc DIR/alphabet.txt`.",
+    )
+    g.add_argument("model", metavar="DIR", help="model folder of `hybrid-hwr crnn train`")
+    g.add_argument("inputs", nargs="+", metavar="DATA.tsv|IMAGE", help="split files and/or line images")
+    g.add_argument("--images", metavar="DIR", help="read the images of split files from DIR/<id>.png")
+    g.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N lines")
+    g.add_argument("--jobs", type=int_upto(MAX_JOBS), default=1, metavar="N", help="read and prepare images over N processes")
+    g.add_argument("--allow-outside-paths", action="store_true",
+                   help="let line ids name images outside the image folder (refused by default)")
+    g.add_argument("-o", "--output", required=True, metavar="FILE.npz", help="output file (written atomically)")
+    g.add_argument("--greedy", metavar="HYP.tsv", help="also write the best-path (greedy) text of each line: the "
+                   "result of decode --ctc without lexicon, LM and character penalty, without the search")
+    g.add_argument("--threads", type=int_upto(MAX_JOBS), default=1, help="CPU threads of PyTorch (1)")
+    g.add_argument("--device", metavar="NAME", help="cpu, cuda, ... (default: cuda when available)")
+    g.set_defaults(run=_run_crnn_logits)
+    p.set_defaults(run=_run_crnn_missing, crnn_parser=p)
+
+
+def _run_crnn_missing(args: argparse.Namespace) -> int:
+    args.crnn_parser.print_usage(sys.stderr)
+    print(f"{PROG}: error: crnn needs a command: train or logits", file=sys.stderr)
+    return 2
+
+
+def _run_crnn_train(args: argparse.Namespace) -> int:
+    from .neural import CrnnConfig, TrainSettings, require_torch, train_crnn
+
+    require_torch()
+    config = CrnnConfig(height=args.height, preprocess=args.preprocess, hidden=args.hidden, dropout=args.dropout)
+    config.check()
+    settings = TrainSettings(max_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                             halve_after=args.halve_after, patience=args.patience, seed=args.seed,
+                             threads=args.threads, device=args.device,
+                             max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+    train = read_inputs(args.train, images=args.images, limit=args.limit)
+    valid = read_inputs(args.valid, images=args.images, limit=args.limit)
+    with directory_lock(args.output, "model directory"):
+        train_crnn(train, valid, args.output, config, settings, resume=args.resume, jobs=args.jobs)
+    return 0
+
+
+def _run_crnn_logits(args: argparse.Namespace) -> int:
+    from .neural import require_torch, write_logits
+
+    torch = require_torch()
+    torch.set_num_threads(args.threads)
+    write_logits(args.model, input_lines(args), args.output, jobs=args.jobs, device=args.device, greedy=args.greedy)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # Entry point
 
-_SUBCOMMANDS = (_add_import, _add_features, _add_train, _add_align, _add_emissions, _add_decode, _add_evaluate, _add_build_lm, _add_lexicon, _add_split, _add_tune, _add_demo, _add_data)
+_SUBCOMMANDS = (_add_import, _add_features, _add_train, _add_align, _add_emissions, _add_decode, _add_evaluate, _add_build_lm, _add_lexicon, _add_split, _add_tune, _add_crnn, _add_demo, _add_data)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -348,7 +348,8 @@ class DecoderSettings:
             return value.name if isinstance(value, Path) else type(value).__name__
 
         if self.lexicon is None:
-            mode = f"character LM {name(self.char_lm)}" if self.char_lm else "character loop"
+            mode = (f"character LM {name(self.char_lm)} (weight {knob('lm_weight')})" if self.char_lm
+                    else "character loop")
             text = f"{mode}, char penalty {self.char_penalty:g}"
         else:
             text = f"lexicon {name(self.lexicon)}"

@@ -12,6 +12,13 @@ and for a hybrid MLP model the prior scale (its scores are shifted, not recomput
 the CER, under the tokeniser of ``lang``.  The mode with the best WER and its settings are
 written to ``MODEL/decoder.json``; every point decoded is kept in
 ``MODEL/tune/points.jsonl``, so an interrupted run resumes where it stopped.
+
+A CTC network's outputs (:func:`tune_ctc`: the ``--emissions`` arrays of the validation
+lines and the ``--ctc`` alphabet) are tuned the same way for the modes CTC decoding has
+(character loop, character LM, lexicon, lexicon + LM): from LM weight 1 and penalties 0,
+in steps of 1 for the penalties (log-probabilities of one network output per frame are on
+a smaller scale than an HMM's summed state scores), without the glue penalty (the space is
+a symbol of the network, so words are never glued).
 """
 
 from __future__ import annotations
@@ -54,13 +61,14 @@ class Point:
         return (self.wer, self.cer)
 
 
-def _candidates(knob: str, value: float, width: int) -> list[float]:
-    """Values around ``value``, ``width`` steps on each side."""
+def _candidates(knob: str, value: float, width: int, fine: bool = False) -> list[float]:
+    """Values around ``value``, ``width`` steps on each side (``fine``: penalty steps of 1)."""
     step, lowest = _STEPS[knob]
     if step is None:   # multiplicative (LM weight): 0 stays reachable through small values
-        base = max(value, 0.5)
+        base = max(value, 0.5 if not fine else 0.1)
         values = [base * 1.5 ** k for k in range(-width, width + 1)]
     else:
+        step = min(step, 1.0) if fine else step
         size = max(step, abs(value) / 2) if knob != "prior_scale" else step
         values = [value + size * k for k in range(-width, width + 1)]
     return sorted({round(max(v, lowest), 4) for v in values})
@@ -74,9 +82,12 @@ class Tuner:
         self.model, self.lines, self.lang, self.jobs, self.log = model, lines, lang, jobs, log
         self.model_dir = model_dir               # a cluster's workers load the model from there
         self.scores = scores                       # {line id: float64 (T, S) at the model's prior scale}
-        self.base_kappa = float(model.emission.prior_scale or 0.0)
+        emission = getattr(model, "emission", None)     # CTC outputs have no emission model
+        kappa = emission.prior_scale if emission is not None else None
+        self.base_kappa = float(kappa or 0.0)
         # a model with state priors (prior_scale not None) keeps them in log_priors_
-        self.log_priors = model.emission.log_priors_ if model.emission.prior_scale is not None else None
+        self.log_priors = emission.log_priors_ if kappa is not None else None
+        self.fine = model.emission_type == "ctc"
         self.points_path = points_path
         digest = hashlib.sha256("\n".join(line.id for line in lines).encode()).hexdigest()[:16]
         self._context = {"lines": digest, "model": model_digest}
@@ -153,7 +164,7 @@ class Tuner:
             for knob in knobs:
                 value = getattr(best.settings, knob)
                 for _extension in range(4):      # the range moves on while the best is on its edge
-                    values = _candidates(knob, value, 2)
+                    values = _candidates(knob, value, 2, self.fine)
                     points = [self.evaluate(dataclasses.replace(best.settings, **{knob: v})) for v in values]
                     top = min(points, key=lambda p: p.objective)
                     if top.objective < best.objective:
@@ -233,16 +244,8 @@ def tune(model_dir, valid_lines, lexicon=None, lm=None, char_lm=None, lang: str 
     model = load_model(model_dir)
     stored = DecoderSettings.load(model_dir)
     lang = lang or stored.lang
-    files = {k: (Path(v).resolve() if v is not None else None) for k, v in
-             (("lexicon", lexicon), ("lm", lm), ("char_lm", char_lm))}
-    for name, path in files.items():
-        if path is not None and not path.is_file():
-            raise HwrError(f"{name} {path}: no such file")
-    allowed = available_modes(files["lexicon"], files["lm"], files["char_lm"])
-    modes = list(modes) if modes else allowed
-    for mode in modes:
-        if mode not in allowed:
-            raise HwrError(f"mode {mode!r} needs files that were not given (possible: {', '.join(allowed)})")
+    files = _checked_files(lexicon, lm, char_lm)
+    modes = _checked_modes(modes, available_modes(files["lexicon"], files["lm"], files["char_lm"]))
     mlp = model.emission_type == "mlp"
     base = DecoderSettings(beam=beam or stored.beam or DEFAULT_TUNE_BEAM, lang=lang,
                            prior_scale=(stored.prior_scale if stored.prior_scale is not None
@@ -255,11 +258,18 @@ def tune(model_dir, valid_lines, lexicon=None, lm=None, char_lm=None, lang: str 
         kept.append(line)
     if not kept:
         raise HwrError("no validation line could be scored")
+    digest = json.loads((model_dir / "model.json").read_text(encoding="utf-8")).get("arrays_sha256", "")
+    return _search_modes(model, model_dir, kept, scores, files, modes, base, lang, digest, jobs, rounds, log)
+
+
+def _search_modes(model, model_dir, lines, scores, files, modes, base, lang, digest, jobs, rounds, log) -> dict:
+    """The coordinate search of every mode; writes ``model_dir/decoder.json`` with the best."""
     work = model_dir / "tune"
     work.mkdir(exist_ok=True)
-    digest = json.loads((model_dir / "model.json").read_text(encoding="utf-8")).get("arrays_sha256", "")
-    tuner = Tuner(model, kept, scores, lang, work / POINTS_FILE, jobs=jobs, log=log, model_digest=digest,
+    tuner = Tuner(model, lines, scores, lang, work / POINTS_FILE, jobs=jobs, log=log, model_digest=digest,
                   model_dir=model_dir)
+    mlp = model.emission_type == "mlp"
+    ctc = model.emission_type == "ctc"
 
     tuner.load_files(files["lexicon"], files["lm"], files["char_lm"])
     table = {}
@@ -271,6 +281,8 @@ def tune(model_dir, valid_lines, lexicon=None, lm=None, char_lm=None, lang: str 
                                         glue_penalty=best_lm.glue_penalty, prior_scale=best_lm.prior_scale)
         start = start.calibrated(model.emission_type)
         knobs = _MODE_KNOBS[mode] + (("prior_scale",) if mlp else ())
+        if ctc:
+            knobs = tuple(k for k in knobs if k != "glue_penalty")
         table[mode] = tuner.coordinate_search(start, knobs, rounds)
         point = table[mode]
         log(f"{mode:<16} CER {100 * point.cer:6.2f} %  WER {100 * point.wer:6.2f} %  {point.settings.describe()}")
@@ -280,6 +292,69 @@ def tune(model_dir, valid_lines, lexicon=None, lm=None, char_lm=None, lang: str 
     log(f"best on validation: {best_mode}; {tuner.decoded} settings decoded "
         f"({len(tuner.cache) - tuner.decoded} reused); wrote {model_dir / DECODER_FILE}")
     return {"mode": best_mode, "settings": best, "table": table}
+
+
+def tune_ctc(alphabet, emissions, valid_lines, out_dir=None, blank: int = 0, log_softmax: bool = False,
+             lexicon=None, lm=None, char_lm=None, lang: str | None = None, modes=None, beam: float | None = None,
+             jobs: int = 1, rounds: int = 2, log: Callable[[str], None] = print) -> dict:
+    """Tune the decoding of a CTC network's outputs (``emissions``: arrays of the validation lines'
+    ids, ``alphabet``: its ``--ctc`` file); writes ``out_dir/decoder.json`` (default: the
+    alphabet's folder), which ``decode --ctc ... --model out_dir`` uses."""
+    from .ctc import CtcModel
+    from .decode import emission_arrays
+
+    model = CtcModel.from_file(alphabet, blank, log_softmax)
+    out_dir = Path(out_dir) if out_dir is not None else Path(alphabet).resolve().parent
+    if not out_dir.is_dir():
+        raise HwrError(f"{out_dir}: not a directory")
+    stored = DecoderSettings.load(out_dir)
+    lang = lang or stored.lang
+    files = _checked_files(lexicon, lm, char_lm)
+    allowed = [m for m in available_modes(files["lexicon"], files["lm"], files["char_lm"]) if m != "open vocabulary"]
+    modes = _checked_modes(modes, allowed)
+    base = DecoderSettings(beam=beam or stored.beam or DEFAULT_TUNE_BEAM, lang=lang)
+    wanted = {line.id for line in valid_lines}
+    scores = {}
+    for line_id, x, problem in emission_arrays(emissions):
+        if line_id not in wanted:
+            continue
+        try:
+            if problem is not None:
+                raise HwrError(problem)
+            model.log_likelihoods(x)         # the shape and kind are checked once, here
+            scores[line_id] = x
+        except HwrError as exc:
+            log(f"hybrid-hwr: warning: skipped line {line_id}: {exc}")
+    kept = [line for line in valid_lines if line.id in scores]
+    if not kept:
+        raise HwrError(f"{emissions}: no array for any of the {len(valid_lines)} validation lines")
+    if len(kept) < len(valid_lines):
+        log(f"{len(valid_lines) - len(kept)} validation lines have no array in {emissions} (left out)")
+    log(f"CTC outputs of {len(kept)} validation lines, {model.n_columns} columns")
+    digest = hashlib.sha256()
+    digest.update(Path(alphabet).read_bytes())
+    for line in kept:
+        digest.update(line.id.encode())
+        digest.update(np.ascontiguousarray(scores[line.id]).tobytes())
+    return _search_modes(model, out_dir, kept, scores, files, modes, base, lang, digest.hexdigest()[:16], jobs,
+                         rounds, log)
+
+
+def _checked_files(lexicon, lm, char_lm) -> dict:
+    files = {k: (Path(v).resolve() if v is not None else None) for k, v in
+             (("lexicon", lexicon), ("lm", lm), ("char_lm", char_lm))}
+    for name, path in files.items():
+        if path is not None and not path.is_file():
+            raise HwrError(f"{name} {path}: no such file")
+    return files
+
+
+def _checked_modes(modes, allowed) -> list[str]:
+    modes = list(modes) if modes else allowed
+    for mode in modes:
+        if mode not in allowed:
+            raise HwrError(f"mode {mode!r} needs files that were not given (possible: {', '.join(allowed)})")
+    return modes
 
 
 class _EmissionScores:

@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 
+import numpy as np
 import pytest
 
 from hybrid_hwr import cli
@@ -75,3 +76,61 @@ def test_candidates_move_around_the_value():
     assert _candidates("lm_weight", 6.0, 2) == [2.6667, 4.0, 6.0, 9.0, 13.5]
     assert _candidates("word_penalty", -10.0, 1) == [-15.0, -10.0, -5.0]
     assert _candidates("prior_scale", 0.2, 2) == [0.0, 0.2, 0.4, 0.6]
+
+
+def _planted_ctc_outputs(texts, chars, seed=0):
+    """Log-probabilities with the right character on top for most frames, a wrong one on the
+    others (the right one second there): errors a lexicon can mend."""
+    rng = np.random.default_rng(seed)
+    outputs = {}
+    for line_id, text in texts.items():
+        rows = []
+        for char in text:
+            for column in (1 + chars.index(char), 0):        # the character, then a blank
+                row = np.full(len(chars) + 1, -8.0)
+                row[column] = -0.1
+                if column and rng.uniform() < 0.15:            # a confusion: another character wins
+                    row[1 + int(rng.integers(len(chars)))] = -0.05
+                rows.append(row)
+        x = np.array(rows)
+        outputs[line_id] = (x - np.log(np.exp(x).sum(axis=1, keepdims=True))).astype(np.float32)
+    return outputs
+
+
+def test_tune_ctc_outputs_writes_settings_that_decode_reproduces(setup, tmp_path, capsys):
+    from hybrid_hwr.neural import greedy_decode
+
+    _, lexicon, lm = setup
+    lines = read_split(sample_dir() / "test.tsv", limit=3)
+    texts = {line.id: line.text for line in lines}
+    chars = sorted(set("".join(texts.values())))
+    alphabet = tmp_path / "alphabet.txt"
+    alphabet.write_text("\n".join(["<blank>"] + ["<space>" if c == " " else c for c in chars]) + "\n", encoding="utf-8")
+    emissions = tmp_path / "valid.npz"
+    outputs = _planted_ctc_outputs(texts, chars)
+    np.savez(emissions, **outputs)
+    greedy = score_corpus(list(texts.items()), {i: greedy_decode(x, chars) for i, x in outputs.items()}, "fr")
+    assert greedy.wer > 0.3           # the confusions are real errors
+    code = cli.main(["tune", "--ctc", str(alphabet), "--emissions", str(emissions), "--valid",
+                     str(sample_dir() / "test.tsv"), "--limit", "3", "--lexicon", str(lexicon),
+                     "--lm", str(lm), "--lang", "fr", "--modes", "lexicon_lm", "--rounds", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    cer, wer = map(float, re.search(r"^lexicon \+ LM\s+CER\s+([\d.]+) %\s+WER\s+([\d.]+) %", out, re.M).groups())
+    assert wer < 100 * greedy.wer / 2
+    written = json.loads((tmp_path / "decoder.json").read_text())
+    assert written["lexicon"] == str(lexicon) and written["glue_penalty"] == 0.0
+
+    code = cli.main(["decode", "--emissions", str(emissions), "--ctc", str(alphabet), "--model", str(tmp_path),
+                     "-o", str(tmp_path / "hyp.tsv")])
+    assert code == 0
+    hyps = dict(row.split("\t", 1) for row in (tmp_path / "hyp.tsv").read_text(encoding="utf-8").splitlines())
+    score = score_corpus(list(texts.items()), hyps, "fr")
+    assert 100 * score.wer == pytest.approx(wer, abs=0.006) and 100 * score.cer == pytest.approx(cer, abs=0.006)
+
+
+def test_tune_ctc_options_go_together(setup, tmp_path, capsys):
+    code = cli.main(["tune", "--ctc", str(tmp_path / "a.txt"), "--valid", str(sample_dir() / "test.tsv")])
+    assert code == 1 and "--ctc ALPHABET.txt and --emissions FILE.npz go together" in capsys.readouterr().err
+    code = cli.main(["tune", "--valid", str(sample_dir() / "test.tsv")])
+    assert code == 1 and "tune needs --model DIR" in capsys.readouterr().err
