@@ -1,5 +1,5 @@
 # make demo: .venv with the package (editable), then the demo. It needs no KenLM tools.
-# make test / make install: also the test tools and KenLM's lmplz/build_binary.
+# make test / make install: also the test tools, PyTorch (TORCH) and KenLM's lmplz/build_binary.
 # Missing Debian packages are installed first when possible (root or passwordless sudo);
 # otherwise the one command to run is printed. Stamps are written only when a step succeeds.
 PYTHON ?= python3
@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 SCRIPTS := hybrid_hwr/scripts
 PACKAGE_STAMP := $(VENV)/.package
 STAMP := $(VENV)/.installed
+# pip arguments that install PyTorch for the CRNN-CTC tests (a CPU build is enough; the
+# wheel index decides which build 2.13.0 is); `make test TORCH=` skips it and those tests
+TORCH ?= torch==2.13.0
 
 .PHONY: install package test demo clean
 
@@ -23,6 +26,7 @@ $(PACKAGE_STAMP): setup.cfg pyproject.toml $(SCRIPTS)/system_packages.sh
 
 $(STAMP): $(PACKAGE_STAMP) $(SCRIPTS)/build_kenlm.sh
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(if $(strip $(TORCH)),$(BIN)/pip install --quiet $(TORCH))
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	bash $(SCRIPTS)/build_kenlm.sh $(VENV)
 	touch $(STAMP)
