@@ -14,27 +14,28 @@
 #   5. the model, its decoder.json, lexicon and LM copied into the package (the lexicon and
 #      LM into lexicons/ and lm/, linked from the model folder)
 #
-#   recipes/default_model.sh ../shared/data/copiste [EXP_DIR] [FIRST_STAGE]
+#   [LAST_STAGE=N] recipes/default_model.sh ../shared/data/copiste [EXP_DIR] [FIRST_STAGE]
 set -euo pipefail
 data=${1:?path of the copiste dataset}; exp=${2:-exp/default_model}; stage=${3:-1}
 root=$(cd "$(dirname "$0")/.." && pwd)
+last=${LAST_STAGE:-5}   # the last stage run (3: a model without touching the package)
 hwr=${HWR:-hybrid-hwr}; jobs=${JOBS:-2}
 mkdir -p "$exp"
-if [ "$stage" -le 1 ] && [ -z "${STATES_FROM:-}" ]; then
+if [ "$stage" -le 1 ] && [ "$last" -ge 1 ] && [ -z "${STATES_FROM:-}" ]; then
   $hwr train --train "$data/train.tsv" --valid "$data/valid.tsv" --states 7 --mixtures 16 --iterations 3 \
     --shift 5 --jobs "$jobs" --resume -o "$exp/gmm7" 2>&1 | tee "$exp/gmm7.log"
 fi
-if [ "$stage" -le 2 ]; then
+if [ "$stage" -le 2 ] && [ "$last" -ge 2 ]; then
   $hwr train --train "$data/train.tsv" --valid "$data/valid.tsv" --states-from "${STATES_FROM:-$exp/gmm7}" \
     --mixtures 16 --iterations 3 --jobs "$jobs" --resume -o "$exp/gmm" 2>&1 | tee "$exp/gmm.log"
 fi
-if [ "$stage" -le 3 ]; then
+if [ "$stage" -le 3 ] && [ "$last" -ge 3 ]; then
   $hwr train --emission mlp --init-model "$exp/gmm" --train "$data/train.tsv" --valid "$data/valid.tsv" \
     --hidden 512,512,512 --dropout "${DROPOUT:-0}" --epochs 30 --max-minutes "${MLP_MINUTES:-30}" --seed 0 \
     --jobs "$jobs" -o "$exp/mlp" 2>&1 | tee "$exp/mlp.log"
 fi
 lexicon=fr-copiste-113k.txt; lm=fr-copiste-3gram.arpa.gz
-if [ "$stage" -le 4 ]; then
+if [ "$stage" -le 4 ] && [ "$last" -ge 4 ]; then
   corpus=${CORPORA:-$data/../../corpora}/eltec-fra.txt.xz
   $hwr lexicon "$corpus" "$data/train.tsv" --lang fr --size 200000 --alphabet-of "$exp/mlp" -o "$exp/$lexicon"
   $hwr build-lm "$corpus" "$data/train.tsv" --lang fr --order 3 --vocab "$exp/$lexicon" --prune 0,1,1 \
@@ -43,7 +44,7 @@ if [ "$stage" -le 4 ]; then
     --lexicon "$exp/$lexicon" --lm "$exp/$lm" --lang fr --modes lexicon_lm \
     --rounds 1 --jobs "$jobs" 2>&1 | tee "$exp/tune.log"
 fi
-if [ "$stage" -le 5 ]; then
+if [ "$stage" -le 5 ] && [ "$last" -ge 5 ]; then
   dest="$root/hybrid_hwr/models/default"
   rm -f "$dest"/arrays-*.npz
   cp "$exp/mlp/model.json" "$exp"/mlp/arrays-*.npz "$dest/"
