@@ -12,7 +12,8 @@ a run still in progress gives the sizes finished so far.
 key=value pairs: system (gmm-hmm, mlp-hmm or crnn-ctc), lines, nolm and/or lm (hypothesis
 files covering the reference lines; other lines are ignored), and optionally cpu and wall
 (training seconds), total_cpu (with the GMM-HMM that gave an MLP its targets) or model (a
-CRNN folder: cpu and wall from its crnn.json), e.g.
+CRNN folder: cpu and wall from its crnn.json) and label (the source column, default
+"full": e.g. another budget on fewer lines), e.g.
     --full system=crnn-ctc,lines=4852,model=exp/crnn/model,nolm=greedy.tsv,lm=lexicon_lm.tsv
 
 Writes OUT.json ({"lang", "test_lines", "rows": [...]}) and OUT.tsv (one row per system,
@@ -32,7 +33,7 @@ from hybrid_hwr.metrics import score_corpus
 
 SYSTEMS = {"gmm": "gmm-hmm", "mlp": "mlp-hmm", "crnn": "crnn-ctc"}
 COLUMNS = ("system", "lines", "with_lm", "cer", "wer", "train_cpu_s", "train_wall_s", "total_cpu_s", "source")
-FULL_KEYS = {"system", "lines", "nolm", "lm", "cpu", "wall", "total_cpu", "model"}
+FULL_KEYS = {"system", "lines", "nolm", "lm", "cpu", "wall", "total_cpu", "model", "label"}
 
 
 def rates(refs, hyp_path: Path, lang: str) -> dict:
@@ -116,7 +117,7 @@ def full_rows(fields: dict, refs, lang: str) -> list[dict]:
             rows.append({"system": fields["system"], "lines": int(fields["lines"]), "with_lm": with_lm,
                          **rates(refs, Path(fields[mode]), lang),
                          "train_cpu_s": cpu, "train_wall_s": wall, "total_cpu_s": total,
-                         "source": "full"})
+                         "source": fields.get("label", "full")})
     return rows
 
 

@@ -28,7 +28,8 @@
 #   "6 10 20", CRNN_EPOCHS 400, CRNN_PATIENCE 40, CRNN_HALVE_AFTER 10, JOBS 2 (the CRNN trains beside the HMM chain
 #   when 2 or more), LEXICON, LM (default the shipped lexicons/LANG-50k.txt and
 #   lm/LANG-3gram.arpa.gz), BEAM 150 (HMMs), CTC_BEAM 40 (the CRNN: CTC scores are
-#   peaky, so a narrower beam gave the same text 10 times faster), CTC_LM_WEIGHT 0.3, CTC_WORD_PENALTY 0, SEED 0, HWR.
+#   peaky, so a narrower beam gave the same text 10 times faster), CTC_LM_WEIGHT 0.3, CTC_WORD_PENALTY 0, SEED 0, HWR,
+#   CHAINS "hmm crnn" (hmm: the GMM-HMM and the MLP-HMM; crnn: the CRNN).
 set -euo pipefail
 data=${1:?DATASET_DIR}; exp=${2:?EXP_DIR}; lang=${3:-fr}
 SIZES=${SIZES:-"100 300 1000"}; TEST_LIMIT=${TEST_LIMIT:-200}; VALID_LIMIT=${VALID_LIMIT:-100}
@@ -37,7 +38,7 @@ MLP_HIDDEN=${MLP_HIDDEN:-"256,256,256 256,256,256 512,512,512"}; MLP_DROPOUT=${M
 MLP_EPOCHS=${MLP_EPOCHS:-50}; MLP_MINUTES=${MLP_MINUTES:-"3 6 12"}
 CRNN_MINUTES=${CRNN_MINUTES:-"6 10 20"}; CRNN_EPOCHS=${CRNN_EPOCHS:-400}; CRNN_PATIENCE=${CRNN_PATIENCE:-40}; CRNN_HALVE_AFTER=${CRNN_HALVE_AFTER:-10}
 JOBS=${JOBS:-2}; BEAM=${BEAM:-150}; CTC_BEAM=${CTC_BEAM:-40}; CTC_LM_WEIGHT=${CTC_LM_WEIGHT:-0.3}; CTC_WORD_PENALTY=${CTC_WORD_PENALTY:-0}
-SEED=${SEED:-0}; HWR=${HWR:-hybrid-hwr}
+SEED=${SEED:-0}; HWR=${HWR:-hybrid-hwr}; CHAINS=${CHAINS:-"hmm crnn"}
 root=$(cd "$(dirname "$0")/.." && pwd)
 lex=${LEXICON:-$root/lexicons/$lang-50k.txt}; lm=${LM:-$root/lm/$lang-3gram.arpa.gz}
 for file in "$data/train.tsv" "$data/valid.tsv" "$data/test.tsv" "$lex" "$lm"; do
@@ -116,6 +117,7 @@ crnn_chain() {  # crnn_chain DIR INDEX: CRNN-CTC, greedy and lexicon + LM
   score "$dir/crnn.lm.tsv"
 }
 
+runs() { [[ " $CHAINS " == *" $1 "* ]]; }
 ref=$exp/test.ref.tsv
 head -n "$TEST_LIMIT" "$data/test.tsv" > "$ref"
 i=0
@@ -127,12 +129,13 @@ for n in $SIZES; do
     NR > n && page != last {exit} {print; last = page}' "$data/train.tsv" > "$dir/train.tsv"
   head -n "$VALID_LIMIT" "$data/valid.tsv" > "$dir/valid.tsv"
   log "size $n: $(wc -l < "$dir/train.tsv") training lines"
-  if [ "$JOBS" -ge 2 ]; then
+  if [ "$JOBS" -ge 2 ] && runs hmm && runs crnn; then
     crnn_chain "$dir" "$i" & crnn=$!
     hmm_chain "$dir" "$i"
     wait "$crnn"
   else
-    hmm_chain "$dir" "$i"; crnn_chain "$dir" "$i"
+    if runs hmm; then hmm_chain "$dir" "$i"; fi
+    if runs crnn; then crnn_chain "$dir" "$i"; fi
   fi
   i=$((i + 1))
 done

@@ -55,7 +55,7 @@ def test_table_from_planted_runs(experiment, tmp_path):
     exp, full, full_lm = experiment
     out = tmp_path / "results" / "curve"
     done = run(exp, out, "--full", f"system=crnn-ctc,lines=4852,model={full},lm={full_lm}",
-               "--full", f"system=mlp-hmm,lines=4852,nolm={full_lm},cpu=100,total_cpu=400")
+               "--full", f"system=mlp-hmm,lines=4852,nolm={full_lm},cpu=100,total_cpu=400,label=all lines")
     assert done.returncode == 0, done.stderr
     table = json.loads(out.with_suffix(".json").read_text())
     assert table["test_lines"] == 2
@@ -73,7 +73,8 @@ def test_table_from_planted_runs(experiment, tmp_path):
     crnn_full = rows["crnn-ctc", 4852, True]
     assert (crnn_full["train_cpu_s"], crnn_full["train_wall_s"], crnn_full["source"]) == (764.4, 3053.2, "full")
     assert (crnn_full["cer"], crnn_full["wer"]) == (5.0, 20.0)
-    assert (rows["mlp-hmm", 4852, False]["train_cpu_s"], rows["mlp-hmm", 4852, False]["total_cpu_s"]) == (100.0, 400.0)
+    mlp_full = rows["mlp-hmm", 4852, False]
+    assert (mlp_full["train_cpu_s"], mlp_full["total_cpu_s"], mlp_full["source"]) == (100.0, 400.0, "all lines")
     tsv = out.with_suffix(".tsv").read_text().splitlines()
     assert tsv[0].split("\t")[:5] == ["system", "lines", "with_lm", "cer", "wer"]
     assert len(tsv) == 1 + len(table["rows"])
