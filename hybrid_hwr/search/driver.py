@@ -60,9 +60,30 @@ class LmTable:
         table_put(self.table, keys, logp, nxt)
         self.size += len(keys)
 
+    def add_requested(self, states, tokens):
+        """Score and store the requested (state, token) pairs, duplicates allowed."""
+        keys = np.unique(states.astype(np.int64) * self.n_tokens + tokens.astype(np.int64) + 1)
+        self.add(keys // self.n_tokens, keys % self.n_tokens - 1)
+
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.table)
+
+
+def fill_end_scores(eos, scorer, states) -> np.ndarray:
+    """``eos`` (ln p(</s> | state) by state id, NaN where unknown) with ``states`` filled in
+    from ``scorer``, grown when a state lies beyond its end."""
+    if len(states) == 0:
+        return eos
+    states = np.unique(states)
+    top = int(states[-1])
+    if top >= len(eos):
+        grown = np.full(max(2 * len(eos), top + 1), np.nan)
+        grown[:len(eos)] = eos
+        eos = grown
+    for st in states.tolist():
+        eos[st] = scorer.end_score(st)
+    return eos
 
 
 class SearchOutput(namedtuple("SearchOutput", ["records", "finals", "n_frames", "last"])):
@@ -178,19 +199,9 @@ class TokenSearch:
         kind, state, token = (a[:n] for a in self.missing)
         for wanted, table in ((M_WORD, self.words), (M_CHAR, self.chars)):
             sel = kind == wanted
-            if sel.any():    # distinct (state, token) pairs, through their table keys
-                keys = np.unique(state[sel] * table.n_tokens + token[sel] + 1)
-                table.add(keys // table.n_tokens, keys % table.n_tokens - 1)
-        sel = kind == M_EOS
-        if sel.any():
-            states = np.unique(state[sel])
-            top = int(states[-1])
-            if top >= len(self.eos):
-                grown = np.full(max(2 * len(self.eos), top + 1), np.nan)
-                grown[:len(self.eos)] = self.eos
-                self.eos = grown
-            for st in states.tolist():
-                self.eos[st] = self.word_scorer.end_score(st)
+            if sel.any():
+                table.add_requested(state[sel], token[sel])
+        self.eos = fill_end_scores(self.eos, self.word_scorer, state[kind == M_EOS])
 
     def pruning(self) -> dict:
         """The pruning knobs in force (keyword arguments of ``set_pruning``)."""
