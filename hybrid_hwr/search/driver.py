@@ -18,7 +18,7 @@ from .kernel import (C_ACTIVE, C_FINALS, C_MISSING, C_RECORDS, F_BEAM, F_BLANK_E
                      F_WORD_PENALTY, H_NET, I_ALLOW_EMPTY, I_BOS, I_END_HI, I_END_LO, I_HAS_LM, I_HAS_UNK,
                      I_LINE_BLANKS, I_MAX_ACTIVE, I_N_CTOK, I_N_WTOK, I_U_BLANK_END, I_U_BLANK_START,
                      I_U_EMPTY, I_U_SPACE, I_UNK_END_TOK, I_UNK_LO, I_UNK_MAX_ACTIVE, I_UNK_START,
-                     I_WORD_GAPS, M_CHAR, M_EOS, M_WORD, N_FPARAMS, N_IPARAMS, S_DONE, S_GROW_RECORDS,
+                     I_WORD_GAPS, M_CHAR, M_EOS, M_WORD, N_COUNTERS, N_FPARAMS, N_IPARAMS, S_DONE, S_GROW_RECORDS,
                      S_GROW_TOKENS, S_NEED_LM, Events, Finals, Hash, Missing, Records, Table, Tokens,
                      _table_find, search_kernel, table_put)
 from .objective import Objective
@@ -158,7 +158,7 @@ class TokenSearch:
         self.chars = LmTable(char_scorer, n_chars)
         self.eos = np.full(16, np.nan)
         self.missing = Missing(np.zeros(4096, np.int8), np.zeros(4096, np.int64), np.zeros(4096, np.int64))
-        self.cnt = np.zeros(11, dtype=np.int64)
+        self.cnt = np.zeros(N_COUNTERS, dtype=np.int64)
         self.best_state = np.zeros(5)
         self._alloc_tokens(1 << 12)
         self._alloc_records(1 << 14)
@@ -177,7 +177,8 @@ class TokenSearch:
         slots = np.zeros((capacity, 6), np.int64)
         slots[:, H_NET] = -1
         self.hash = Hash(slots, slots.view(np.float64), np.zeros(capacity, np.int64), np.zeros(257, np.int64),
-                         np.zeros(max(int(self.ip[I_END_HI] - self.ip[I_END_LO]), 1)))
+                         np.zeros(max(int(self.ip[I_END_HI] - self.ip[I_END_LO]), 1)),
+                         np.full(2 * capacity, -1, np.int64), np.zeros(2 * capacity), np.zeros(capacity, np.int64))
         self.fin = Finals(np.zeros(capacity), np.zeros(capacity, np.int64), np.zeros(capacity, np.int64))
         self.ev = Events(np.zeros(capacity, np.int8), np.zeros(capacity), np.zeros(capacity, np.int64),
                          np.zeros(capacity, np.int64), np.zeros(capacity, np.int64), np.zeros(capacity, np.int64),
@@ -232,6 +233,7 @@ class TokenSearch:
             finally:
                 self.set_pruning(**saved)
         self.cnt[:] = 0
+        self.hash.exit_keys[:] = -1     # the kernel clears it by its count, just reset
         t = 0
         while True:
             status, t = search_kernel(loglik, t, self.net, self.fp, self.ip, self.cur, self.hash, self.rec,
