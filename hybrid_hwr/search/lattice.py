@@ -2,7 +2,10 @@
 
 :class:`WordLattices` turns the records of one line (:class:`hybrid_hwr.search.SearchOutput`)
 into a lattice (:class:`Lattice`), searches its n best word sequences with the exact LM and
-gives word confidences from arc posteriors; the kernels below are its array work.
+gives word confidences from arc posteriors; the kernels below are its array work: the
+word-level links and the pruning of the records (:func:`near_arcs`), the n-best search
+(:func:`nbest_kernel`, which reads LM transitions from a table as the search kernel
+does, the driver filling what it asks for) and the posteriors.
 How the lattice is defined (the word-pair approximation, the posteriors' scale, C_max) is
 documented in :mod:`hybrid_hwr.decode`.
 """
@@ -19,7 +22,7 @@ from numba import types
 from numba.typed import Dict
 
 from .driver import LmTable, fill_end_scores
-from .kernel import C_MISSING, M_EOS, M_WORD, R_UNK_CHAR, R_UNK_WORD, R_WORD, Missing, _request, _table_find
+from .kernel import C_MISSING, M_EOS, M_WORD, R_UNK_CHAR, R_UNK_WORD, R_WORD, Missing, _mix, _request, _table_find
 from .objective import glues
 
 
@@ -167,6 +170,54 @@ def near_arcs(prev, kind, end, score, tail_eos, best_total, beam):
             out_gain[k], out_margin[k] = gain[j], margin[j]
             k += 1
     return out_ids, out_pred, out_b, out_gain, out_margin, alpha
+
+
+@numba.njit(cache=True)
+def distinct_arcs(b, end, token, is_unk, sigma):
+    """The arcs a lattice keeps, in its order: of the arcs with the same start ``b``, end
+    and word, the one of the best ``sigma`` (the first of them on ties); every
+    out-of-lexicon word (``is_unk``). Sorted by start, end, then word id (out-of-lexicon
+    words first, by index)."""
+    n = b.shape[0]
+    size = 2
+    while size < 2 * n:
+        size *= 2
+    mask = size - 1
+    slots = np.full(size, -1, dtype=np.int64)    # open addressing: index into ``rep``
+    rep = np.empty(n, dtype=np.int64)
+    n_rep = 0
+    for j in range(n):
+        if is_unk[j]:
+            rep[n_rep] = j
+            n_rep += 1
+            continue
+        i = np.int64(_mix(b[j] + 1, end[j], token[j]) & np.uint64(mask))
+        while True:
+            k = slots[i]
+            if k == -1:
+                slots[i] = n_rep
+                rep[n_rep] = j
+                n_rep += 1
+                break
+            r = rep[k]
+            if b[r] == b[j] and end[r] == end[j] and token[r] == token[j]:
+                if sigma[j] > sigma[r]:
+                    rep[k] = j
+                break
+            i = (i + 1) & mask
+    rep = rep[:n_rep]
+    span = np.int64(1)
+    for j in range(n):
+        span = max(span, end[j] + 2)
+    word = np.empty(n_rep, dtype=np.int64)
+    where = np.empty(n_rep, dtype=np.int64)
+    for k in range(n_rep):
+        j = rep[k]
+        word[k] = (token[j] + 1) * (n + 1) + (j + 1 if is_unk[j] else 0)
+        where[k] = (b[j] + 1) * span + end[j]
+    order = np.argsort(word, kind="mergesort")
+    order = order[np.argsort(where[order], kind="mergesort")]     # stable: by word within a span
+    return rep[order]
 
 
 # ----------------------------------------------------------------------------- the n-best search kernel
@@ -470,12 +521,7 @@ class WordLattices:
             recorded_glue[recorded_glue] = self._record_glue_tail(rec, pr[recorded_glue])
         sigma = self.objective.word_optical(gain, rec.lmlp[ids] + extra, is_unk, recorded_glue)
         # duplicates (same span, same lexicon word) keep the best sigma; unknown words stay apart
-        order = np.lexsort((-sigma, np.where(is_unk, np.arange(len(ids)), -1), token, end, b))
-        key = np.stack([b, end, token, np.where(is_unk, np.arange(len(ids)), -1)], 1)[order]
-        unique = np.ones(len(order), dtype=bool)
-        unique[1:] = np.any(key[1:] != key[:-1], axis=1)
-        arcs = order[unique]
-        arcs = arcs[np.argsort(b[arcs], kind="stable")]
+        arcs = distinct_arcs(b, end, token, is_unk, sigma)
         return Lattice(ids=ids[arcs], start=b[arcs], end=end[arcs], first=first[arcs], token=token[arcs],
                         gain=gain[arcs], sigma=sigma[arcs], extra=extra[arcs], is_unk=is_unk[arcs],
                         near=margin[arcs] >= -LATTICE_BEAM, glue_head=glue_head[arcs],
