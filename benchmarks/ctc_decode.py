@@ -7,8 +7,9 @@ compilation and LM loading are not timed), then the lines, starting from its LM 
 as the warm-up left them.  The table gives, per mode: lines/s per core (CPU time of
 ``CtcRecognizer.decode_loglik``: the search, the lattice, n-best rescoring and word
 confidences), the search alone (``TokenSearch.run``: the Numba kernel and the LM entries
-it asks for) and its share, and the rest in ms per line (what the decoder does in
-Python and NumPy after the search).
+it asks for) and its share, the rest in ms per line (what the decoder does after the
+search: lattice, n-best, confidences), and a digest of the decoded texts (two versions of
+the decoder that agree give the same).
 
     python benchmarks/ctc_decode.py --emissions exp/crnn/test.npz --ctc exp/crnn/model/alphabet.txt \\
         --models exp/crnn/charlm exp/crnn/lexicon_lm --limit 100
@@ -20,6 +21,7 @@ an older checkout times the same work (``PYTHONPATH=OLD_CHECKOUT python benchmar
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import time
 
@@ -68,13 +70,14 @@ def main(argv=None) -> None:
     model = CtcModel.from_file(args.ctc, log_softmax=args.log_softmax)
     frames = sum(len(x) for x in arrays)
     print(f"{len(arrays)} lines, {frames} frames; nbest {args.nbest}; load average {os.getloadavg()[0]:.1f}")
-    print(f"{'mode':<34} {'lines/s':>8} {'search l/s':>10} {'search %':>9} {'rest ms/line':>12}")
+    print(f"{'mode':<34} {'lines/s':>8} {'search l/s':>10} {'search %':>9} {'rest ms/line':>12}  texts")
     modes = [("character loop", DecoderSettings())]
     modes += [(DecoderSettings.load(d).mode + f" ({os.path.basename(os.path.normpath(d))})", DecoderSettings.load(d))
               for d in args.models]
     for name, settings in modes:
-        rate, search_rate, share, rest, _ = time_mode(model, settings, arrays, args.nbest)
-        print(f"{name:<34} {rate:8.2f} {search_rate:10.2f} {100 * share:8.1f}% {rest:12.1f}", flush=True)
+        rate, search_rate, share, rest, texts = time_mode(model, settings, arrays, args.nbest)
+        digest = hashlib.sha1("\n".join(texts).encode("utf-8")).hexdigest()[:10]
+        print(f"{name:<34} {rate:8.2f} {search_rate:10.2f} {100 * share:8.1f}% {rest:12.1f}  {digest}", flush=True)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

@@ -618,3 +618,23 @@ def test_the_nbest_kernel_is_the_plain_python_search(model, lm_files, mode):
             assert [list(p) for _, p in expected] == [found.path(i) for i in range(len(found.score))]
             n_compared += len(expected)
     assert n_compared > 50
+
+
+def test_distinct_arcs_keep_the_best_of_each_span_and_word_in_lattice_order():
+    from hybrid_hwr.search.lattice import distinct_arcs
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        n = int(rng.integers(1, 400))
+        b = rng.integers(-1, 6, size=n)
+        end = b + 1 + rng.integers(0, 4, size=n)
+        is_unk = rng.random(n) < 0.2
+        token = np.where(is_unk, -1, rng.integers(0, 5, size=n))
+        sigma = rng.integers(-3, 1, size=n).astype(float)      # ties on purpose
+        # the definition: sort by (start, end, word, out-of-lexicon index, -sigma), stably; keep each key's first
+        unk_key = np.where(is_unk, np.arange(n), -1)
+        order = np.lexsort((-sigma, unk_key, token, end, b))
+        key = np.stack([b, end, token, unk_key], 1)[order]
+        first = np.ones(n, dtype=bool)
+        first[1:] = np.any(key[1:] != key[:-1], axis=1)
+        assert distinct_arcs(b, end, token, is_unk, sigma).tolist() == order[first].tolist()
