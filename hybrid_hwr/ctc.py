@@ -231,6 +231,12 @@ def ctc_network_tree(tree, blank: int, root_blank: bool, split_ends: bool, looka
                     word_ids=np.array([w for ws in words for w in ws], dtype=np.int64), lookahead=np.array(unit_la))
 
 
+def _distinct(keys: np.ndarray):
+    """(index of the first occurrence of each distinct key, the distinct key of each entry)."""
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
+
+
 class _CollapseScorer:
     """Word scorer of the CTC character loop: ``inner``'s scores over symbols, tokens
     ``2 k + ended_on_blank``, and a character right after the same character without a
@@ -239,6 +245,7 @@ class _CollapseScorer:
     def __init__(self, inner):
         self.inner = inner
         self._states, self._ids = [], {}
+        self._inner_of, self._last_of = np.zeros(64, dtype=np.int64), np.zeros(64, dtype=np.int64)
         self.BOS = self._state(inner.BOS, -1)
         self.NULL = self._state(getattr(inner, "NULL", inner.BOS), -1)
 
@@ -248,6 +255,10 @@ class _CollapseScorer:
         if sid is None:
             sid = self._ids[key] = len(self._states)
             self._states.append(key)
+            if sid >= len(self._inner_of):
+                self._inner_of, self._last_of = (np.concatenate([a, np.zeros_like(a)])
+                                                 for a in (self._inner_of, self._last_of))
+            self._inner_of[sid], self._last_of[sid] = key
         return sid
 
     def score(self, state_id, token_id):
@@ -259,9 +270,31 @@ class _CollapseScorer:
         return lp, self._state(nxt, -1 if on_blank else symbol)
 
     def score_pairs(self, state_ids, token_ids):
-        pairs = [self.score(s, t) for s, t in zip(np.asarray(state_ids).tolist(), np.asarray(token_ids).tolist())]
-        return (np.array([p[0] for p in pairs], dtype=np.float64).reshape(-1),
-                np.array([p[1] for p in pairs], dtype=np.int64).reshape(-1))
+        """``score`` of many pairs: the inner scorer asked once per distinct (state, symbol)
+        pair, new states numbered in the order ``score`` would meet them."""
+        states = np.asarray(state_ids, dtype=np.int64).reshape(-1)
+        tokens = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        symbol, on_blank = tokens // 2, tokens % 2
+        inner, last = self._inner_of[states], self._last_of[states]
+        logp = np.full(len(states), FORBIDDEN_LOGP)
+        nxt = states.copy()
+        ok = np.flatnonzero(symbol != last)
+        if len(ok) == 0:
+            return logp, nxt
+        pairs = inner[ok] * (int(symbol.max()) + 1) + symbol[ok]
+        first, inverse = _distinct(pairs)
+        lp_u, next_u = np.empty(len(first)), np.empty(len(first), dtype=np.int64)
+        for u in np.argsort(first).tolist():
+            j = int(ok[first[u]])
+            lp_u[u], next_u[u] = self.inner.score(int(inner[j]), int(symbol[j]))
+        logp[ok], inner_next = lp_u[inverse], next_u[inverse]
+        after = np.where(on_blank[ok] == 1, -1, symbol[ok])
+        first, inverse = _distinct(inner_next * (int(after.max()) + 2) + after + 1)
+        state_u = np.empty(len(first), dtype=np.int64)
+        for u in np.argsort(first).tolist():
+            state_u[u] = self._state(inner_next[first[u]], after[first[u]])
+        nxt[ok] = state_u[inverse]
+        return logp, nxt
 
     def end_score(self, state_id):
         return self.inner.end_score(self._states[int(state_id)][0])

@@ -524,6 +524,9 @@ class _NoLm:
     def score(self, state, token):
         return 0.0, 0
 
+    def score_pairs(self, states, tokens):
+        return np.zeros(len(states)), np.zeros(len(states), dtype=np.int64)
+
     def end_score(self, state):
         return 0.0
 
@@ -686,7 +689,8 @@ class Recognizer:
         # lattices, n-best lists and confidences of the search's records
         self.lattices = WordLattices(self.objective, self._lm_scorer, self.words, symbols, net.unk_tok,
                                      self._glue_symbol, self._glue_first, self._glue_last, self._spelling_logp,
-                                     self.confidence_scale)
+                                     self.confidence_scale,
+                                     lm_table=self.search.words if search_scorer is self._lm_scorer else None)
         self._spell_cache: dict = {}
 
     # the character loop's per-symbol term includes the uniform prior -log K
@@ -778,10 +782,12 @@ class Recognizer:
         lattice = self.lattices.build(out, max(LATTICE_BEAM, CONFIDENCE_BEAM / self.confidence_scale))
         # the n-best search rescores the lattice with the exact LM: it may find a better
         # path than the one the pruned search ended with
-        candidates = [(float(fin.score[i]), best_items)] + self.lattices.nbest(out, lattice, max(self.nbest, RESCORE_NBEST))
-        candidates.sort(key=lambda c: -c[0])
+        found = self.lattices.nbest_search(lattice, max(self.nbest, RESCORE_NBEST))
+        scores = np.concatenate([[float(fin.score[i])], found.score])
         alternatives, top_items, seen = [], None, set()
-        for score, items in candidates:
+        for j in np.argsort(-scores, kind="stable").tolist():    # the search's best first among equals
+            score = float(scores[j])
+            items = best_items if j == 0 else self.lattices.path_items(out, lattice, found, j - 1)
             alt = self._alternative(list(items), score)
             if alt.text in seen:
                 continue

@@ -248,3 +248,25 @@ def test_character_lm_mode_is_the_brute_force_best(tmp_path):
         hyp = rec.decode_loglik(probs)
         assert hyp.score == pytest.approx(best, abs=1e-5)   # KenLM's float32 scores
         assert hyp.text == best_text
+
+
+def test_collapse_scorer_pairs_are_its_scores_in_order(tmp_path):
+    from test_decode import CHAR_ARPA
+
+    from hybrid_hwr.ctc import _CollapseScorer
+    from hybrid_hwr.lm import LmScorer, char_lm_symbols
+
+    (tmp_path / "chars.arpa").write_text(CHAR_ARPA)
+    lm = kenlm.Model(str(tmp_path / "chars.arpa"))
+    one, many = (_CollapseScorer(LmScorer(lm, char_lm_symbols([" ", "a", "b", "c"]))) for _ in range(2))
+    rng = np.random.default_rng(3)
+    states = [one.BOS]
+    for _ in range(6):      # batches of pairs from the states met so far, repeats included
+        s = rng.choice(states, size=40)
+        t = rng.integers(0, 8, size=40)
+        expected = [one.score(a, b) for a, b in zip(s.tolist(), t.tolist())]
+        logp, nxt = many.score_pairs(s, t)
+        assert logp.tolist() == [p for p, _ in expected] and nxt.tolist() == [q for _, q in expected]
+        assert many._states == one._states     # new states numbered in the same order
+        states = list(range(len(one._states)))
+    assert len(states) > 5      # batches met new states

@@ -567,3 +567,74 @@ def test_one_bad_array_of_an_emissions_file_is_skipped_and_the_others_decoded(mo
     assert "has %d states" % (S + 1) in bad[0][1] and "real numbers" in bad[1][1]
     with pytest.raises(HwrError, match="'wide'"):    # without a handler the first bad array stops the file
         list(recognizer.decode_emissions(path))
+
+
+def reference_nbest(lattices, lat, n):
+    """The n-best search of ``WordLattices.nbest_search`` in plain Python, as the module
+    docstring of hybrid_hwr.decode describes it: boundaries in order, at each the ``n + 2``
+    best hypotheses with distinct word sequences (stable sort) end the line or take every
+    arc starting there. Returns [(score, lattice arcs)] in the order found."""
+    near = np.flatnonzero(lat.near)
+    scorer, lmw, extend = lattices.lm_scorer, lattices.objective.lm_weight, lattices.objective.extend
+    pending, finals = {-1: [(0.0, scorer.BOS, (), ())]}, []
+    nodes = sorted(set(lat.start[near].tolist()) | {-1} | {int(t) - 1 for t in np.flatnonzero(lat.tail_near)})
+    for node in nodes:
+        hyps = sorted(pending.pop(node, []), key=lambda h: -h[0])
+        seen, top = set(), []
+        for h in hyps:
+            if h[2] not in seen and len(top) < n + 2:
+                seen.add(h[2])
+                top.append(h)
+        if lat.tail_near[node + 1] and np.isfinite(lat.tail[node + 1]):
+            finals += [(score + lat.tail[node + 1] + lmw * scorer.end_score(state), path)
+                       for score, state, _, path in top]
+        for k in near[lat.start[near] == node].tolist():
+            unk = bool(lat.is_unk[k])
+            key = lat.unk_items[int(lat.ids[k])].text if unk else int(lat.token[k])
+            for score, state, words, path in top:
+                lp, nxt = scorer.score(state, int(lat.token[k]))
+                glued = bool(lat.glue_head[k] and path and lat.glue_tail[path[-1]])
+                pending.setdefault(int(lat.end[k]), []).append(
+                    (extend(score, lat.sigma[k], lp + lat.extra[k], unk, glued), nxt, words + (key,), path + (k,)))
+    return finals
+
+
+@pytest.mark.parametrize("mode", ["lexicon + LM + glue", "open vocabulary", "character LM"])
+def test_the_nbest_kernel_is_the_plain_python_search(model, lm_files, mode):
+    knobs = {"lexicon + LM + glue": dict(lexicon=LEXICON, lm=lm_files[0], glue_penalty=-1.0),
+             "open vocabulary": dict(lexicon=LEXICON, lm=lm_files[0], char_lm=lm_files[1], unk_penalty=1.5),
+             "character LM": dict(char_lm=lm_files[1])}[mode]
+    recognizer = Recognizer(model, lm_weight=1.5, word_penalty=-0.5, beam=30.0, **knobs)
+    lattices, n_compared = recognizer.lattices, 0
+    for loglik in random_lines(model, 12, max_frames=14, seed=9):
+        out = recognizer.search.run(loglik)
+        lat = lattices.build(out, 50.0)
+        if lat is None:
+            continue
+        for n in (1, 3, 8):
+            found = lattices.nbest_search(lat, n)
+            expected = reference_nbest(lattices, lat, n)
+            assert [s for s, _ in expected] == found.score.tolist()      # same floats, same order
+            assert [list(p) for _, p in expected] == [found.path(i) for i in range(len(found.score))]
+            n_compared += len(expected)
+    assert n_compared > 50
+
+
+def test_distinct_arcs_keep_the_best_of_each_span_and_word_in_lattice_order():
+    from hybrid_hwr.search.lattice import distinct_arcs
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        n = int(rng.integers(1, 400))
+        b = rng.integers(-1, 6, size=n)
+        end = b + 1 + rng.integers(0, 4, size=n)
+        is_unk = rng.random(n) < 0.2
+        token = np.where(is_unk, -1, rng.integers(0, 5, size=n))
+        sigma = rng.integers(-3, 1, size=n).astype(float)      # ties on purpose
+        # the definition: sort by (start, end, word, out-of-lexicon index, -sigma), stably; keep each key's first
+        unk_key = np.where(is_unk, np.arange(n), -1)
+        order = np.lexsort((-sigma, unk_key, token, end, b))
+        key = np.stack([b, end, token, unk_key], 1)[order]
+        first = np.ones(n, dtype=bool)
+        first[1:] = np.any(key[1:] != key[:-1], axis=1)
+        assert distinct_arcs(b, end, token, is_unk, sigma).tolist() == order[first].tolist()

@@ -18,7 +18,7 @@ from .kernel import (C_ACTIVE, C_FINALS, C_MISSING, C_RECORDS, F_BEAM, F_BLANK_E
                      F_WORD_PENALTY, H_NET, I_ALLOW_EMPTY, I_BOS, I_END_HI, I_END_LO, I_HAS_LM, I_HAS_UNK,
                      I_LINE_BLANKS, I_MAX_ACTIVE, I_N_CTOK, I_N_WTOK, I_U_BLANK_END, I_U_BLANK_START,
                      I_U_EMPTY, I_U_SPACE, I_UNK_END_TOK, I_UNK_LO, I_UNK_MAX_ACTIVE, I_UNK_START,
-                     I_WORD_GAPS, M_CHAR, M_EOS, M_WORD, N_FPARAMS, N_IPARAMS, S_DONE, S_GROW_RECORDS,
+                     I_WORD_GAPS, M_CHAR, M_EOS, M_WORD, N_COUNTERS, N_FPARAMS, N_IPARAMS, S_DONE, S_GROW_RECORDS,
                      S_GROW_TOKENS, S_NEED_LM, Events, Finals, Hash, Missing, Records, Table, Tokens,
                      _table_find, search_kernel, table_put)
 from .objective import Objective
@@ -60,9 +60,30 @@ class LmTable:
         table_put(self.table, keys, logp, nxt)
         self.size += len(keys)
 
+    def add_requested(self, states, tokens):
+        """Score and store the requested (state, token) pairs, duplicates allowed."""
+        keys = np.unique(states.astype(np.int64) * self.n_tokens + tokens.astype(np.int64) + 1)
+        self.add(keys // self.n_tokens, keys % self.n_tokens - 1)
+
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.table)
+
+
+def fill_end_scores(eos, scorer, states) -> np.ndarray:
+    """``eos`` (ln p(</s> | state) by state id, NaN where unknown) with ``states`` filled in
+    from ``scorer``, grown when a state lies beyond its end."""
+    if len(states) == 0:
+        return eos
+    states = np.unique(states)
+    top = int(states[-1])
+    if top >= len(eos):
+        grown = np.full(max(2 * len(eos), top + 1), np.nan)
+        grown[:len(eos)] = eos
+        eos = grown
+    for st in states.tolist():
+        eos[st] = scorer.end_score(st)
+    return eos
 
 
 class SearchOutput(namedtuple("SearchOutput", ["records", "finals", "n_frames", "last"])):
@@ -137,7 +158,7 @@ class TokenSearch:
         self.chars = LmTable(char_scorer, n_chars)
         self.eos = np.full(16, np.nan)
         self.missing = Missing(np.zeros(4096, np.int8), np.zeros(4096, np.int64), np.zeros(4096, np.int64))
-        self.cnt = np.zeros(11, dtype=np.int64)
+        self.cnt = np.zeros(N_COUNTERS, dtype=np.int64)
         self.best_state = np.zeros(5)
         self._alloc_tokens(1 << 12)
         self._alloc_records(1 << 14)
@@ -156,7 +177,8 @@ class TokenSearch:
         slots = np.zeros((capacity, 6), np.int64)
         slots[:, H_NET] = -1
         self.hash = Hash(slots, slots.view(np.float64), np.zeros(capacity, np.int64), np.zeros(257, np.int64),
-                         np.zeros(max(int(self.ip[I_END_HI] - self.ip[I_END_LO]), 1)))
+                         np.zeros(max(int(self.ip[I_END_HI] - self.ip[I_END_LO]), 1)),
+                         np.full(2 * capacity, -1, np.int64), np.zeros(2 * capacity), np.zeros(capacity, np.int64))
         self.fin = Finals(np.zeros(capacity), np.zeros(capacity, np.int64), np.zeros(capacity, np.int64))
         self.ev = Events(np.zeros(capacity, np.int8), np.zeros(capacity), np.zeros(capacity, np.int64),
                          np.zeros(capacity, np.int64), np.zeros(capacity, np.int64), np.zeros(capacity, np.int64),
@@ -178,19 +200,9 @@ class TokenSearch:
         kind, state, token = (a[:n] for a in self.missing)
         for wanted, table in ((M_WORD, self.words), (M_CHAR, self.chars)):
             sel = kind == wanted
-            if sel.any():    # distinct (state, token) pairs, through their table keys
-                keys = np.unique(state[sel] * table.n_tokens + token[sel] + 1)
-                table.add(keys // table.n_tokens, keys % table.n_tokens - 1)
-        sel = kind == M_EOS
-        if sel.any():
-            states = np.unique(state[sel])
-            top = int(states[-1])
-            if top >= len(self.eos):
-                grown = np.full(max(2 * len(self.eos), top + 1), np.nan)
-                grown[:len(self.eos)] = self.eos
-                self.eos = grown
-            for st in states.tolist():
-                self.eos[st] = self.word_scorer.end_score(st)
+            if sel.any():
+                table.add_requested(state[sel], token[sel])
+        self.eos = fill_end_scores(self.eos, self.word_scorer, state[kind == M_EOS])
 
     def pruning(self) -> dict:
         """The pruning knobs in force (keyword arguments of ``set_pruning``)."""
@@ -221,6 +233,7 @@ class TokenSearch:
             finally:
                 self.set_pruning(**saved)
         self.cnt[:] = 0
+        self.hash.exit_keys[:] = -1     # the kernel clears it by its count, just reset
         t = 0
         while True:
             status, t = search_kernel(loglik, t, self.net, self.fp, self.ip, self.cur, self.hash, self.rec,

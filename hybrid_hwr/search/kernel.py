@@ -22,6 +22,14 @@ those ``(state, word)`` pairs, fills the tables and the kernel resumes at phase 
 the same frame.  Python work is therefore per distinct ``(LM state, word)`` pair ever
 met (the tables persist across lines), never per frame or token.
 
+Word ends of a frame that lead to the same next LM state (and glue the same way) have
+the same successors: each is recorded (the lattice needs every word end), but one is only
+expanded when it scores more than every earlier one of that key, since an earlier one's
+pushes reached the same tokens with at least its score or failed a cutoff that has only
+risen since.  The tokens, and so the records, are exactly those of expanding them all
+(in the CTC character loop, where a frame has thousands of character ends and a few
+hundred next states, it saves 90 % of the pushes).
+
 Pruning, at every frame after the emission scores are added: tokens more than
 ``beam`` below the frame's best are dropped, then if more than ``max_active`` remain,
 a histogram of scores gives the cut that keeps at most ``max_active`` (the best bin is
@@ -76,7 +84,8 @@ N_FPARAMS = 10
 N_IPARAMS = 19
 # counters shared by driver and kernel
 (C_ACTIVE, C_RECORDS, C_MISSING, C_FINALS, C_USED, C_EVENTS, C_PHASE, C_FRAME_RECORDS,
- C_STAT_PUSHES, C_STAT_TOKENS, C_STAT_EVENTS) = range(11)
+ C_STAT_PUSHES, C_STAT_TOKENS, C_STAT_EVENTS, C_EXITS) = range(12)
+N_COUNTERS = 12
 # queued word-end events
 EV_WORD, EV_UNK = 0, 1
 
@@ -87,8 +96,10 @@ Network = namedtuple("Network", [
     "net_emit", "net_self", "net_next", "net_unit", "net_last", "unk_units", "unk_tok", "sym_first", "unit_glue"])
 Tokens = namedtuple("Tokens", ["net", "lm", "aux", "score", "bp", "start"])
 # next-frame tokens: one row per slot (one cache line per insertion), columns H_*;
-# ``score`` is a float64 view of the same memory, read at column H_SCORE
-Hash = namedtuple("Hash", ["slots", "score", "used", "hist", "best_end"])
+# ``score`` is a float64 view of the same memory, read at column H_SCORE; ``exit_*``: the
+# best word end of the frame so far per successor key (see _dominated), an open-addressing
+# table of twice the events' capacity and its used slots
+Hash = namedtuple("Hash", ["slots", "score", "used", "hist", "best_end", "exit_keys", "exit_best", "exit_used"])
 H_NET, H_LM, H_AUX, H_BP, H_START, H_SCORE = range(6)
 Records = namedtuple("Records", ["prev", "kind", "token", "start", "end", "score", "lmlp", "lm_state"])
 Table = namedtuple("Table", ["keys", "logp", "next"])
@@ -274,11 +285,17 @@ def _enter_words(t, loglik, net, fp, ip, h, cnt, ct, miss, score, lm, bp, cutoff
 
 
 @numba.njit(**_KERNEL)
+def _glues_next(net, ip, u):
+    """1 when a word ending at unit ``u`` glues to a next word that touches it, else 0."""
+    return 1 if ip[I_WORD_GAPS] != 0 and net.unit_glue[u] else 0
+
+
+@numba.njit(**_KERNEL)
 def _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, lm, bp, cutoff, best, ubeam, u):
     """Successors of a word end of score ``y`` (LM state ``lm``, record ``bp``, last unit ``u``)
     into frame ``t``."""
     # a next word that touches this one without a space pays the glue penalty at letters/digits
-    glue = fp[F_GLUE_PENALTY] if ip[I_WORD_GAPS] != 0 and net.unit_glue[u] else 0.0
+    glue = fp[F_GLUE_PENALTY] if _glues_next(net, ip, u) else 0.0
     if ip[I_WORD_GAPS] != 0 and ip[I_U_SPACE] >= 0:
         s = net.unit_state0[ip[I_U_SPACE]]
         v = y + fp[F_SPACE_ENTER] + loglik[t, net.net_emit[s]]
@@ -515,12 +532,44 @@ def _word_end_lookups(t, loglik, ev, e, net, ip, wt, ct, miss, cnt, unk_cutoff):
 
 
 @numba.njit(**_KERNEL)
+def _clear_exits(h, cnt):
+    for j in range(cnt[C_EXITS]):
+        h.exit_keys[h.exit_used[j]] = -1
+    cnt[C_EXITS] = 0
+
+
+@numba.njit(**_KERNEL)
+def _dominated(h, cnt, key, y):
+    """Whether a word end of score ``y`` whose successors are those of ``key`` (its next LM
+    state and whether it glues) adds nothing: an earlier word end of the frame with the same
+    key scored at least ``y``, so each of its pushes reached the same tokens with at least
+    the same score, or failed a cutoff that has only risen since.  Else it becomes the key's best."""
+    mask = h.exit_keys.shape[0] - 1
+    i = np.int64(_mix(key, ZERO, ZERO) & np.uint64(mask))
+    while True:
+        k = h.exit_keys[i]
+        if k == key:
+            if y <= h.exit_best[i]:
+                return True
+            h.exit_best[i] = y
+            return False
+        if k == -1:
+            h.exit_keys[i] = key
+            h.exit_best[i] = y
+            h.exit_used[cnt[C_EXITS]] = i
+            cnt[C_EXITS] += 1
+            return False
+        i = (i + 1) & mask
+
+
+@numba.njit(**_KERNEL)
 def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best, succ_bound, beam, ubeam):
     """Phase 2 of a frame: the word ends (and out-of-lexicon letters) of phase 1, whose LM
     entries are all in the tables. Returns (status, best)."""
     lmw = fp[F_LM_WEIGHT]
     cutoff = best - beam
     end_kept = ip[I_LINE_BLANKS] != 0 and ip[I_U_BLANK_END] >= 0
+    _clear_exits(h, cnt)
     for e in range(cnt[C_EVENTS]):
         x = ev.score[e]
         lm = ev.lm[e]
@@ -536,6 +585,8 @@ def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best
             r = _new_record(rec, cnt, bp, np.int64(R_WORD), w, ev.start[e], t - 1, y, lp, ns)
             if r < 0:
                 return S_GROW_RECORDS, best
+            if _dominated(h, cnt, 2 * ns + _glues_next(net, ip, u), y):
+                continue
             best, ok = _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, ns, r, cutoff, best, ubeam, u)
             if not ok:
                 return S_GROW_TOKENS, best
@@ -567,6 +618,8 @@ def _word_end_events(t, loglik, net, fp, ip, h, cnt, rec, ev, wt, ct, miss, best
             r = _new_record(rec, cnt, c, np.int64(R_UNK_WORD), np.int64(UNK_TOKEN), MINUS1, t - 1, y, lp, ns)
             if r < 0:
                 return S_GROW_RECORDS, best
+            if _dominated(h, cnt, 2 * ns + _glues_next(net, ip, u), y):
+                continue
             best, ok = _after_word(t, loglik, net, fp, ip, h, cnt, ct, miss, y, ns, r, cutoff, best, ubeam, u)
             if not ok:
                 return S_GROW_TOKENS, best
