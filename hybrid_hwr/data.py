@@ -80,6 +80,22 @@ def inside_folder(path: Path, folder: Path) -> bool:
 # Split files
 
 
+def read_text_bytes(path: Path, expected: str) -> bytes:
+    """The bytes of text file ``path`` without a UTF-8 byte-order mark; a one-line HwrError
+    (naming what was ``expected`` there) when it cannot be read."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise HwrError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise HwrError(f"{path}: is a directory, expected {expected}") from None
+    except OSError as exc:
+        raise HwrError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark written by some editors
+        raw = raw[3:]
+    return raw
+
+
 def read_transcriptions(tsv: str | Path) -> list[tuple[str, str]]:
     """The ``(id, normalised text)`` records of a ``id<TAB>text`` file, in file order.
 
@@ -87,16 +103,7 @@ def read_transcriptions(tsv: str | Path) -> list[tuple[str, str]]:
     wrong (not UTF-8, no TAB, empty or duplicate id) raises ``HwrError("file:LINE: ...")``.
     """
     path = Path(tsv)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise HwrError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise HwrError(f"{path}: is a directory, expected a .tsv file") from None
-    except OSError as exc:
-        raise HwrError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark written by some editors
-        raw = raw[3:]
+    raw = read_text_bytes(path, "a .tsv file")
     records: list[tuple[str, str]] = []
     first_seen: dict[str, int] = {}
     for number, line_bytes in enumerate(raw.split(b"\n"), start=1):

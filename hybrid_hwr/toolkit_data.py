@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from .data import IMAGE_SUFFIXES, Line, load_image, normalize_text
+from .data import IMAGE_SUFFIXES, Line, load_image, normalize_text, read_text_bytes
 from .errors import HwrError
 from .pages import _UNSAFE_ID
 
@@ -38,16 +38,7 @@ def safe_id(name: str) -> str:
 
 
 def _read_text(path: Path, what: str) -> str:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise HwrError(f"{path}: no such file ({what})") from None
-    except IsADirectoryError:
-        raise HwrError(f"{path}: is a directory, expected the {what}") from None
-    except OSError as exc:
-        raise HwrError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
+    raw = read_text_bytes(path, f"the {what}")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
