@@ -547,12 +547,6 @@ class WordLattices:
         w = int(rec.token[r])
         return Item(self.words[w], w, int(rec.start[r]), int(rec.end[r]))
 
-    def nbest(self, out, lat: Lattice, n: int):
-        """(score, items) of up to ``n`` best distinct hypotheses, from the arcs of the lattice
-        within ``LATTICE_BEAM`` of the best path, with the exact LM (:meth:`nbest_search`)."""
-        found = self.nbest_search(lat, n)
-        return [(float(found.score[i]), tuple(self.path_items(out, lat, found, i))) for i in range(len(found.score))]
-
     def nbest_search(self, lat: Lattice, n: int) -> "NbestPaths":
         """Complete hypotheses of the n-best search over the lattice's arcs near the best path.
 
