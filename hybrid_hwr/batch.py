@@ -50,8 +50,18 @@ def ordered_map(function: Callable, items: list, jobs: int = 1, initializer=None
     import multiprocessing
 
     jobs = min(jobs, len(items))
-    with multiprocessing.get_context("fork").Pool(jobs, initializer=initializer, initargs=initargs) as pool:
+    pool = multiprocessing.get_context("fork").Pool(jobs, initializer=initializer, initargs=initargs)
+    try:
         yield from pool.imap(function, items, chunksize=max(1, min(8, len(items) // (4 * jobs))))
+        # every result is in: the workers exit on their own. Pool.terminate (what its `with`
+        # block does) signals workers that may be waiting on the task queue's lock, and has
+        # been seen to leave the parent waiting on one of them for ever
+        pool.close()
+    except BaseException:      # an error, SIGTERM, or the caller stopped reading
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
 
 
 def tree_sum(values: Iterable, add: Callable):

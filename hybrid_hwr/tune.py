@@ -148,7 +148,8 @@ class Tuner:
             ids = [line.id for line in self.lines]
             local_scores = self.scores if cluster.active() is None else None   # a cluster holds its own
             parts = ordered_map(_decode_shard, self._shards(), self.jobs, _set_task, (decode, local_scores, shift))
-            hyps = {i: settings.display_text(h) for i, h in zip(ids, (h for part in parts for h in part))}
+            texts = [h for part in parts for h in part]      # read to the end: the pool closes
+            hyps = {i: settings.display_text(h) for i, h in zip(ids, texts)}
             score = score_corpus([(line.id, line.text) for line in self.lines], hyps, self.lang)
             self.cache[key] = (score.cer, score.wer)
             with RecordFile(self.points_path, append=True) as handle:   # one whole record per write
