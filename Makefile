@@ -11,6 +11,9 @@ STAMP := $(VENV)/.installed
 # pip arguments that install PyTorch for the CRNN-CTC tests (a CPU build is enough; the
 # wheel index decides which build 2.13.0 is); `make test TORCH=` skips it and those tests
 TORCH ?= torch==2.13.0
+# the package that ships the official PAGE 2019 schema the PAGE output tests validate against;
+# installed without its dependencies (OCR-D's services and databases): only the .xsd is read
+PAGE_SCHEMA ?= ocrd==3.13.3
 
 .PHONY: install package test demo clean
 
@@ -27,6 +30,7 @@ $(PACKAGE_STAMP): setup.cfg pyproject.toml $(SCRIPTS)/system_packages.sh
 $(STAMP): $(PACKAGE_STAMP) $(SCRIPTS)/build_kenlm.sh
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(if $(strip $(TORCH)),$(BIN)/pip install --quiet $(TORCH))
+	$(if $(strip $(PAGE_SCHEMA)),$(BIN)/pip install --quiet --no-deps $(PAGE_SCHEMA))
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	bash $(SCRIPTS)/build_kenlm.sh $(VENV)
 	touch $(STAMP)

@@ -1,14 +1,18 @@
 """Recognised text as PAGE 2019 / ALTO v4: import -> decode --page-xml/--alto -> import again.
 
-The official XSDs are not shipped with the tests (they are fetched from the web by
-validators), so the element order and attribute types the schemas require are checked here.
+The PAGE files are validated against the official PAGE 2019-07-15 schema, which OCR-D's
+`ocrd` package ships (`make install` installs it without its dependencies: only the file is
+read); no installable package holds the ALTO v4 schema, so the element order and attribute
+types it requires are checked here.
 """
 
+import importlib.util
 import json
 import math
 import re
 import shutil
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,6 +217,27 @@ def test_page_xml_imports_back(round_trip):
     # tmp/pages/page/<stem>.xml names its image "../<stem>.jpg": the folder's parent, as in exports
     assert import_pages(tmp / "pages" / "page", again, "test") == N_DECODED
     assert dict(read_transcriptions(again / "test.tsv")) == _hypotheses(tmp)
+
+
+def _page_schema():
+    spec = importlib.util.find_spec("ocrd_validators")    # found, not imported: only its data is read
+    path = spec and spec.submodule_search_locations and Path(spec.submodule_search_locations[0]) / "page.xsd"
+    if not path or not path.is_file():
+        pytest.skip("the PAGE 2019 schema comes with `pip install --no-deps ocrd` (make install)")
+    etree = pytest.importorskip("lxml.etree")
+    return etree, etree.XMLSchema(etree.parse(str(path)))
+
+
+def test_page_xml_is_valid_against_the_official_schema(round_trip):
+    etree, schema = _page_schema()
+    tmp, _ = round_trip
+    document = etree.parse(str(tmp / "pages" / "page" / f"{STEM}.xml"))
+    assert "2019-07-15" in document.getroot().tag
+    assert schema.validate(document), schema.error_log
+    # the schema does see order: a line whose text comes before its coordinates is refused
+    line = document.find(".//{%s}TextLine" % PAGE_NS)
+    line.insert(0, line.find("{%s}TextEquiv" % PAGE_NS))
+    assert not schema.validate(document)
 
 
 # --- ALTO v4 --------------------------------------------------------------------------------
