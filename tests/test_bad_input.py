@@ -149,7 +149,8 @@ CASES = {
     "CTC without emissions": (["decode", "--ctc", "{corpus}"], 1, "give them with --emissions"),
     "PAGE and ALTO in one folder": (["decode", "--page-xml", "{tmp}/p", "--alto", "{tmp}/p", "{img}"], 1,
                                     "give them different folders"),
-    "unknown words without character LM": (["decode", "--unk-penalty", "-5", "{img}"], 1,
+    "unknown words without character LM": (["decode", "--model", "{plain}", "--lexicon", "{corpus}",
+                                            "--unk-penalty", "-5", "{img}"], 1,
                                            "need a lexicon and a character LM"),
     # a bad item of a batch: reported and skipped, the others done
     "directory among images": (["decode", "--model", "{plain}", "{img}", "{dir}", "{img2}"], 0, "skipped line dir: "),
