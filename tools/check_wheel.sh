@@ -32,7 +32,8 @@ wanted = ["hybrid_hwr/resources/en-50k.txt", "hybrid_hwr/resources/fr-50k.txt",
           "hybrid_hwr/resources/en-char4gram.arpa.gz", "hybrid_hwr/resources/fr-char4gram.arpa.gz",
           "hybrid_hwr/models/default/decoder.json", "hybrid_hwr/models/default/model.json",
           "hybrid_hwr/models/default/fr-copiste-3gram.arpa.gz",
-          "hybrid_hwr/models/default/fr-copiste-113k.txt", "hybrid_hwr/models/default/fr-char4gram.arpa.gz", "hybrid_hwr/scripts/build_kenlm.sh",
+          "hybrid_hwr/models/default/fr-copiste-113k.txt", "hybrid_hwr/models/default/fr-char4gram.arpa.gz",
+          "hybrid_hwr/scripts/build_kenlm.sh",
           "hybrid_hwr/scripts/system_packages.sh", "hybrid_hwr/sample/test.tsv"]
 bad = [f"{name} ({'missing' if name not in sizes else 'only a link'})" for name in wanted
        if sizes.get(name, 0) < 100]
