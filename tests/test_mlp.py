@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from hybrid_hwr.errors import HwrError
-from hybrid_hwr.mlp import (ContextFrames, MlpEmission, backward, dropout_masks, epoch_sample, forward, log_softmax,
-                             state_log_priors)
+from hybrid_hwr.mlp import (ADAM_BETA1, ADAM_BETA2, ADAM_EPS, ContextFrames, MlpEmission, _Optimizer, backward,
+                             dropout_masks, epoch_sample, forward, log_softmax, state_log_priors)
 
 SMALL = dict(hidden_layers=(32,), batch_size=64, learning_rate=3e-3, max_epochs=25, patience=3)
 
@@ -447,3 +447,58 @@ def test_bad_regularisation_settings_are_refused_before_training(planted, settin
         MlpEmission(**setting).fit(tf, ty, n_states=6)
     message = str(error.value)
     assert "\n" not in message and name in message
+
+
+def subnormal_count(a) -> int:
+    a = np.abs(np.asarray(a))
+    return int(np.count_nonzero((a > 0) & (a < np.finfo(a.dtype).tiny)))
+
+
+def test_confident_outputs_give_no_subnormal_gradients():
+    # Output logits 60 .. 100 apart: softmax terms of 1e-27 .. 1e-44, which in float32 are
+    # subnormal numbers, each ~100 times slower to multiply on many CPUs.
+    rng = np.random.default_rng(4)
+    weights = [rng.normal(size=(5, 8)).astype(np.float32), np.zeros((8, 40), np.float32)]
+    biases = [np.zeros(8, np.float32), -np.linspace(0, 100, 40).astype(np.float32)]
+    X = rng.normal(size=(16, 5)).astype(np.float32)
+    y = rng.integers(0, 3, size=16)
+    loss, _, grad_w, grad_b = backward(weights, biases, X, y, "relu")
+    assert all(subnormal_count(g) == 0 for g in grad_w + grad_b)
+    # still the gradient of the loss: the same as in float64 wherever it is not negligible
+    exact = backward([w.astype(np.float64) for w in weights], [b.astype(np.float64) for b in biases],
+                     X.astype(np.float64), y, "relu")
+    assert loss == pytest.approx(exact[0], rel=1e-6)
+    np.testing.assert_allclose(grad_b[1], exact[3][1], rtol=1e-5, atol=1e-30)
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_optimiser_state_decays_to_zero_without_subnormal_values(solver):
+    # Weights whose gradient is zero from some step on (a dead unit): their moments decay
+    # geometrically and must reach 0 without lingering in the subnormal range.
+    w = np.ones((4, 64), np.float32)
+    opt = _Optimizer([w], solver, 0.9)
+    grad = np.full_like(w, 1e-3)
+    grad[:, 32:] = np.float32(3e-17)   # below the floor from the start
+    opt.step([grad], 1e-3)
+    zero = np.zeros_like(w)
+    for _ in range(100_000 if solver == "adam" else 2_000):
+        opt.step([zero], 1e-3)
+    assert all(subnormal_count(s) == 0 for group in opt.state for s in group)
+    assert all(np.count_nonzero(s) == 0 for group in opt.state for s in group)
+    assert np.isfinite(w).all()
+
+
+def test_adam_step_is_the_textbook_update_for_normal_gradients():
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(3, 7))
+    start = w.copy()
+    opt = _Optimizer([w], "adam", 0.9)
+    grads = [rng.normal(size=w.shape) for _ in range(5)]
+    m = v = 0.0
+    expected = start.copy()
+    for t, g in enumerate(grads, 1):
+        opt.step([g], 0.01)
+        m = ADAM_BETA1 * m + (1 - ADAM_BETA1) * g
+        v = ADAM_BETA2 * v + (1 - ADAM_BETA2) * g * g
+        expected -= 0.01 * (m / (1 - ADAM_BETA1 ** t)) / (np.sqrt(v / (1 - ADAM_BETA2 ** t)) + ADAM_EPS)
+    np.testing.assert_allclose(w, expected, rtol=1e-6, atol=1e-9)
