@@ -861,7 +861,7 @@ def _run_build_lm(args: argparse.Namespace) -> int:
 
 
 def _add_tune(subparsers) -> None:
-    from .tune import DEFAULT_TUNE_BEAM
+    from .tune import DEFAULT_TUNE_BEAM, TUNE_BEAMS
 
     p = subparsers.add_parser(
         "tune", help="fit the decoding settings of a model on validation lines (writes MODEL/decoder.json)",
@@ -890,7 +890,8 @@ def _add_tune(subparsers) -> None:
     p.add_argument("--modes", nargs="+", metavar="MODE", choices=("charloop", "charlm", "lexicon", "lexicon_lm",
                                                                   "open_vocab"),
                    help="only these modes (default: every mode the files allow)")
-    p.add_argument("--beam", type=positive_float, help=f"search beam (default: decoder.json's, else {DEFAULT_TUNE_BEAM:g})")
+    p.add_argument("--beam", type=positive_float, help=f"search beam (default: decoder.json's, else {DEFAULT_TUNE_BEAM:g}; "
+                   f"GMM-HMMs {TUNE_BEAMS['gmm']:g})")
     p.add_argument("--rounds", type=int_upto(100), default=2, help="coordinate-search rounds (default 2)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N validation lines")
     p.add_argument("--allow-outside-paths", action="store_true",

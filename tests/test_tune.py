@@ -134,3 +134,22 @@ def test_tune_ctc_options_go_together(setup, tmp_path, capsys):
     assert code == 1 and "--ctc ALPHABET.txt and --emissions FILE.npz go together" in capsys.readouterr().err
     code = cli.main(["tune", "--valid", str(sample_dir() / "test.tsv")])
     assert code == 1 and "tune needs --model DIR" in capsys.readouterr().err
+
+
+def test_default_tuning_beam_follows_the_emission_type(setup, tmp_path):
+    # GMM log-likelihoods need a wider beam than scaled likelihoods: tune's default (and so the
+    # beam it writes for decode) is 500 for a GMM-HMM, 150 for the MLP-HMM
+    from hybrid_hwr.train import TrainConfig, train_gmm_hmm
+    from hybrid_hwr.tune import DEFAULT_TUNE_BEAM, TUNE_BEAMS
+
+    _, lexicon, lm = setup
+    gmm = tmp_path / "gmm"
+    train_gmm_hmm(read_split(sample_dir() / "train.tsv", limit=24), gmm,
+                  TrainConfig(states=4, mixtures=2, iterations=2), log=lambda _: None)
+    lines = read_split(sample_dir() / "test.tsv", limit=2)
+    tune(gmm, lines, lexicon=lexicon, lm=lm, lang="fr", modes=["lexicon + LM"], rounds=1, log=lambda _: None)
+    assert json.loads((gmm / "decoder.json").read_text())["beam"] == TUNE_BEAMS["gmm"] == 500
+    mlp = tmp_path / "mlp"
+    shutil.copytree(setup[0], mlp, ignore=shutil.ignore_patterns("decoder.json"))
+    tune(mlp, lines, lexicon=lexicon, lm=lm, lang="fr", modes=["lexicon + LM"], rounds=1, log=lambda _: None)
+    assert json.loads((mlp / "decoder.json").read_text())["beam"] == DEFAULT_TUNE_BEAM == 150
