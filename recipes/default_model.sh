@@ -4,11 +4,11 @@
 #   1. a GMM-HMM with 7 states per character (16 Gaussians, window 9 / shift 5)
 #   2. a GMM-HMM with states per character from STATES_FROM's alignments (default: stage 1's
 #      model; the shipped 0.2.0 model used the 0.1.0 default model's), 16 Gaussians
-#   3. the hybrid MLP-HMM on stage 2's alignments: 3 x 512 ReLU, context +-4, dropout
-#      DROPOUT (default 0), MLP_MINUTES of training (default 30), seed 0; the epoch with
-#      the best validation frame error rate is kept. With ALIGN_FROM (an MLP-HMM, e.g. an
-#      earlier default model) its forced alignments are the targets instead, and stages 1
-#      and 2 are skipped: a realignment round
+#   3. the hybrid MLP-HMM on stage 2's alignments: HIDDEN layers (default 512,512,512) of
+#      ReLU, context +-4, dropout DROPOUT (default 0), MLP_MINUTES of training (default 30),
+#      seed 0; the epoch with the best validation frame error rate is kept. With ALIGN_FROM
+#      (an MLP-HMM, e.g. an earlier default model) its forced alignments are the targets
+#      instead, and stages 1 and 2 are skipped: a realignment round
 #   4. the model's lexicon and word 3-gram: the ELTeC French novels (CORPORA, default the
 #      corpora folder beside the data folder) plus the training transcriptions, every word
 #      the model can write (113k), pruned 0,1,1; then decoding settings tuned on TUNE_LINES
@@ -36,7 +36,7 @@ if [ "$stage" -le 2 ] && [ "$last" -ge 2 ]; then
 fi
 if [ "$stage" -le 3 ] && [ "$last" -ge 3 ]; then
   $hwr train --emission mlp --init-model "${align_from:-$exp/gmm}" --train "$data/train.tsv" --valid "$data/valid.tsv" \
-    --hidden 512,512,512 --dropout "${DROPOUT:-0}" --epochs 30 --max-minutes "${MLP_MINUTES:-30}" --seed 0 \
+    --hidden "${HIDDEN:-512,512,512}" --dropout "${DROPOUT:-0}" --epochs 30 --max-minutes "${MLP_MINUTES:-30}" --seed 0 \
     --jobs "$jobs" -o "$exp/mlp" 2>&1 | tee "$exp/mlp.log"
 fi
 lexicon=fr-copiste-113k.txt; lm=fr-copiste-3gram.arpa.gz; char_lm=fr-char4gram.arpa.gz
