@@ -336,7 +336,8 @@ def _add_train(subparsers) -> None:
                      help="BLAS threads while training (default 1: two threads only pay on an otherwise idle machine)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N lines of each split")
     add_scaling_options(p, "accumulate over N processes (default 1)")
-    p.add_argument("--resume", action="store_true", help="continue the run saved in MODEL_DIR")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in MODEL_DIR (a hybrid: with "
+                   "the new --epochs / --max-minutes budget)")
     p.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help="model directory to write")
     # the MLP options, to refuse them for a GMM rather than ignore them
     p.set_defaults(run=_run_train, mlp_options=[(a.dest, a.default, a.option_strings[0]) for a in mlp._group_actions])
@@ -365,8 +366,6 @@ def _run_train(args: argparse.Namespace) -> int:
 
         if not args.init_model:
             raise HwrError("--emission mlp needs --init-model DIR (the HMM whose forced alignments are the targets)")
-        if args.resume:
-            raise HwrError("--resume continues GMM-HMM training; a hybrid MLP is trained again (drop --resume)")
         gmm_only = [option for dest, default, option in args.gmm_options if getattr(args, dest) != default]
         if gmm_only:
             raise HwrError(f"{', '.join(gmm_only)}: options of --emission gmm; a hybrid keeps the HMMs of --init-model")
@@ -383,7 +382,8 @@ def _run_train(args: argparse.Namespace) -> int:
         train, valid = _read_splits(args)
         with directory_lock(args.output, "model directory"):
             train_mlp_hmm(train, args.init_model, args.output, valid_lines=valid, mlp_params=params,
-                          input_kind=args.mlp_input, realign=args.realign, jobs=args.jobs, log=print)
+                          input_kind=args.mlp_input, realign=args.realign, jobs=args.jobs,
+                          resume=args.resume, log=print)
         print(f"model written to {args.output}")
         return 0
     mlp_only = [option for dest, default, option in args.mlp_options if getattr(args, dest) != default]

@@ -596,7 +596,12 @@ class MlpEmission:
         buffer = np.empty((batch, train.n_inputs), dtype=np.float32)
         dropout, noise = float(self.dropout), float(self.input_noise)
         first_epoch = len(self.history_) + 1
-        for epoch in range(first_epoch, int(self.max_epochs) + 1):
+        last_epoch = int(self.max_epochs)
+        if resume and 0 < int(self.patience) <= stalled:   # the saved run had already converged
+            if log is not None:
+                log(f"no epoch to add: the last {stalled} epochs did not improve the best validation FER")
+            last_epoch = 0
+        for epoch in range(first_epoch, last_epoch + 1):
             t0 = time.time()
             order = epoch_sample(rng, train_ids, self.epoch_frames)
             loss_sum, errors = 0.0, 0

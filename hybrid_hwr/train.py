@@ -445,7 +445,7 @@ def state_counts_from_alignments(train_lines: list[Line], model_dir, jobs: int =
 
 def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: list[Line] | None = None,
                   mlp_params=None, input_kind: str | None = None, realign: bool = False,
-                  jobs: int = 1, log: Callable[[str], None] = print) -> HwrModel:
+                  jobs: int = 1, resume: bool = False, log: Callable[[str], None] = print) -> HwrModel:
     """Hybrid MLP-HMM: an MLP trained on the forced alignments of a GMM-HMM replaces its GMMs.
 
     The HMM topology and transitions stay those of ``init_model``; the targets are the
@@ -461,6 +461,11 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
     dict of its parameters (its ``get_params()``).
     The model is saved in ``out_dir`` after every epoch (best weights so far; ``out_dir``
     None: kept in memory only).
+    ``resume`` continues the run saved in ``out_dir`` (if there is one) with a new budget:
+    ``max_epochs``, ``max_seconds`` and ``threads`` of ``mlp_params`` apply, the saved
+    network's other settings are kept; training goes on from the best epoch's weights with
+    the learning rate and newbob patience where the run stopped (the optimiser's moments
+    start again from zero). The targets are realigned with ``init_model``, as at the start.
     """
     from .mlp import MlpEmission
 
@@ -470,6 +475,11 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
     except TypeError as exc:
         raise HwrError(f"MLP: {exc}") from None
     out_dir = Path(out_dir) if out_dir is not None else None
+    if resume and out_dir is None:
+        raise HwrError("resuming a training run needs its model directory")
+    if resume and realign:
+        raise HwrError("--resume continues a single training round: a --realign run cannot be resumed")
+    saved = _saved_hybrid(out_dir, params, input_kind, log) if resume else None
     cache = lambda name, frontend: _cache_path(out_dir, name, frontend) if out_dir is not None else None  # noqa: E731
     t_start = time.time()
     gmm_model = load_model(init_model) if not isinstance(init_model, HwrModel) else init_model
@@ -507,6 +517,13 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
 
     history = {"init_model": str(init_model) if not isinstance(init_model, HwrModel) else None,
                "input_kind": frontend.features.kind, "rounds": []}
+    seconds_before = 0.0
+    if saved is not None:
+        if saved.topology.n_emitting != gmm_model.topology.n_emitting:
+            raise HwrError(f"--resume: the network in {out_dir} has {saved.topology.n_emitting} output states, "
+                           f"the initial model {gmm_model.topology.n_emitting}")
+        seconds_before = float(saved.history.get("total_seconds", 0.0))
+        frontend, normalizer = saved.frontend, saved.normalizer   # the inputs the network was trained on
     model = HwrModel(gmm_model.alphabet, frontend, normalizer, gmm_model.topology, gmm_model.transitions,
                      None, history)
 
@@ -519,17 +536,51 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
             log("realigning the training lines with the hybrid model")
             targets = forced_targets(train, model, jobs)
             vtargets = forced_targets(valid, model, jobs) if valid is not None else None
-        mlp = MlpEmission(**params)
+        if saved is not None:
+            mlp = saved.emission
+            for name in _RESUME_BUDGET:
+                setattr(mlp, name, params.get(name, getattr(MlpEmission(), name)))
+            mlp.warm_start = True
+        else:
+            mlp = MlpEmission(**params)
         mlp.fit(train.feats, targets, valid.feats if valid else None, vtargets,
                 n_states=gmm_model.topology.n_emitting, log=log, on_epoch=checkpoint)
+        mlp.warm_start = False   # a later fit of the saved network starts afresh unless asked
         fer = min(r.get("valid_fer", r.get("train_fer", 1.0)) for r in mlp.history_)
         history["rounds"].append({"round": round_ + 1, "best_valid_fer": fer, "epochs": len(mlp.history_),
-                                  "seconds": round(time.time() - t_start, 1)})
+                                  "seconds": round(seconds_before + time.time() - t_start, 1)})
         log(f"round {round_ + 1}: best validation frame error rate {fer:.4f}")
         model.emission = mlp
-    history["total_seconds"] = round(time.time() - t_start, 1)
+    history["total_seconds"] = round(seconds_before + time.time() - t_start, 1)
     _checkpoint(model, out_dir)
     return model
+
+
+# the settings a resumed MLP training takes from the new call: its budget
+_RESUME_BUDGET = ("max_epochs", "max_seconds", "threads")
+
+
+def _saved_hybrid(out_dir: Path, params: dict, input_kind, log) -> HwrModel | None:
+    """The hybrid saved in ``out_dir`` that a resumed run continues (None: nothing saved yet)."""
+    from .mlp import MlpEmission
+
+    if not (out_dir / MODEL_FILE).is_file():
+        return None
+    saved = load_model(out_dir)
+    if saved.emission_type != "mlp":
+        raise HwrError(f"--resume: {out_dir} holds a {saved.emission_type.upper()}-HMM, not a hybrid MLP-HMM")
+    if len(saved.history.get("rounds", [])) > 1:
+        raise HwrError(f"--resume continues a single training round: {out_dir} holds a --realign run")
+    if input_kind is not None and input_kind != saved.frontend.features.kind:
+        raise HwrError(f"--resume: the network in {out_dir} reads {saved.frontend.features.kind} inputs, "
+                       f"not {input_kind}")
+    kept, asked = saved.emission.get_params(), MlpEmission(**params).get_params()
+    changed = [f"{name} {asked[name]!r} (saved: {kept[name]!r})" for name in kept
+               if name not in _RESUME_BUDGET + ("warm_start",) and asked[name] != kept[name]]
+    if changed:   # a resumed run is the saved run: other settings would mix two trainings
+        warn(f"--resume continues with the saved network's settings; ignored: {', '.join(changed)}")
+    log(f"resuming the MLP training in {out_dir} after epoch {len(saved.emission.history_)}")
+    return saved
 
 
 # ----------------------------------------------------------------------------- one call

@@ -8,7 +8,8 @@
 #      ReLU, context +-4, dropout DROPOUT (default 0), MLP_MINUTES of training (default 30),
 #      seed 0; the epoch with the best validation frame error rate is kept. With ALIGN_FROM
 #      (an MLP-HMM, e.g. an earlier default model) its forced alignments are the targets
-#      instead, and stages 1 and 2 are skipped: a realignment round
+#      instead, and stages 1 and 2 are skipped: a realignment round. Rerun from stage 3, a
+#      network stopped by its budget trains on for another MLP_MINUTES (train --resume)
 #   4. the model's lexicon and word 3-gram: the ELTeC French novels (CORPORA, default the
 #      corpora folder beside the data folder) plus the training transcriptions, every word
 #      the model can write (113k), pruned 0,1,1; then decoding settings tuned on TUNE_LINES
@@ -37,7 +38,7 @@ fi
 if [ "$stage" -le 3 ] && [ "$last" -ge 3 ]; then
   $hwr train --emission mlp --init-model "${align_from:-$exp/gmm}" --train "$data/train.tsv" --valid "$data/valid.tsv" \
     --hidden "${HIDDEN:-512,512,512}" --dropout "${DROPOUT:-0}" --epochs 30 --max-minutes "${MLP_MINUTES:-30}" --seed 0 \
-    --jobs "$jobs" -o "$exp/mlp" 2>&1 | tee "$exp/mlp.log"
+    --jobs "$jobs" --resume -o "$exp/mlp" 2>&1 | tee -a "$exp/mlp.log"
 fi
 lexicon=fr-copiste-113k.txt; lm=fr-copiste-3gram.arpa.gz; char_lm=fr-char4gram.arpa.gz
 if [ "$stage" -le 4 ] && [ "$last" -ge 4 ]; then

@@ -173,3 +173,49 @@ def test_hybrid_mlp_decodes_its_training_lines_better_than_its_gmm(trained, samp
     realigned = load_model(tmp_path / "realigned")
     assert realigned.history["init_model"] == str(tmp_path / "mlp")
     assert realigned.history["rounds"][0]["best_valid_fer"] < 0.5
+
+
+def test_a_hybrid_stopped_by_its_budget_resumes_where_it_stopped(trained, sample_lines, tmp_path):
+    from hybrid_hwr.train import train_mlp_hmm
+
+    gmm_dir, _ = trained
+    params = dict(hidden_layers=(64,), context=2, max_epochs=2, patience=10, seed=0)
+    quiet = lambda m: None  # noqa: E731
+    train_mlp_hmm(sample_lines, gmm_dir, tmp_path / "mlp", valid_lines=sample_lines, mlp_params=params, log=quiet)
+    first = load_model(tmp_path / "mlp")
+    messages = []
+    train_mlp_hmm(sample_lines, gmm_dir, tmp_path / "mlp", valid_lines=sample_lines,
+                  mlp_params={**params, "max_epochs": 5, "dropout": 0.5}, resume=True, log=messages.append)
+    resumed = load_model(tmp_path / "mlp")
+    epochs = resumed.emission.history_
+    assert [r["epoch"] for r in epochs] == [1, 2, 3, 4, 5]
+    assert epochs[:2] == first.emission.history_            # the saved epochs are kept as they were
+    assert epochs[2]["learning_rate"] == first.emission.history_[-1]["next_learning_rate"]
+    assert resumed.emission.dropout == 0.0                  # the saved network's settings, not the new ones
+    assert resumed.history["rounds"][0]["epochs"] == 5
+    assert resumed.history["total_seconds"] >= first.history["total_seconds"]
+    assert any("resuming the MLP training" in m and "after epoch 2" in m for m in messages)
+    assert min(r["valid_fer"] for r in epochs) <= min(r["valid_fer"] for r in first.emission.history_)
+    # an uninterrupted run of 5 epochs has the same schedule; resuming changes only the optimiser state
+    train_mlp_hmm(sample_lines, gmm_dir, tmp_path / "whole", valid_lines=sample_lines,
+                  mlp_params={**params, "max_epochs": 5}, log=quiet)
+    whole = load_model(tmp_path / "whole").emission.history_
+    assert whole[:2] == [{**r, "seconds": w["seconds"], "train_frames_per_second": w["train_frames_per_second"]}
+                         for r, w in zip(epochs[:2], whole[:2])]
+
+    # nothing saved yet: --resume starts afresh; a run that had converged adds no epoch
+    train_mlp_hmm(sample_lines, gmm_dir, tmp_path / "new", valid_lines=sample_lines, mlp_params=params,
+                  resume=True, log=quiet)
+    assert len(load_model(tmp_path / "new").emission.history_) == 2
+    stalled = load_model(tmp_path / "new")
+    stalled.emission.patience = 2   # the saved run's last two epochs did not improve: newbob had stopped it
+    for r in stalled.emission.history_:
+        r["improved"] = False
+    save_model(stalled, tmp_path / "new")
+    messages = []
+    train_mlp_hmm(sample_lines, gmm_dir, tmp_path / "new", valid_lines=sample_lines,
+                  mlp_params={**params, "max_epochs": 9}, resume=True, log=messages.append)
+    assert len(load_model(tmp_path / "new").emission.history_) == 2
+    assert any("no epoch to add" in m for m in messages)
+    with pytest.raises(HwrError, match="holds a GMM-HMM, not a hybrid"):
+        train_mlp_hmm(sample_lines, gmm_dir, gmm_dir, mlp_params=params, resume=True, log=quiet)
