@@ -601,6 +601,8 @@ class MlpEmission:
             if log is not None:
                 log(f"no epoch to add: the last {stalled} epochs did not improve the best validation FER")
             last_epoch = 0
+        elif resume and first_epoch > last_epoch and log is not None:
+            log(f"no epoch to add: {first_epoch - 1} epochs already trained (at most {last_epoch} in all)")
         for epoch in range(first_epoch, last_epoch + 1):
             t0 = time.time()
             order = epoch_sample(rng, train_ids, self.epoch_frames)
@@ -729,7 +731,8 @@ class MlpEmission:
     def meta(self) -> dict:
         """JSON-safe description: parameters, layer sizes, training history."""
         self._check_fitted()
-        return {"format": "hybrid_hwr-mlp", "params": self.get_params(), "layer_sizes": self.layer_sizes,
+        params = {**self.get_params(), "warm_start": False}   # how one fit started, not the network's
+        return {"format": "hybrid_hwr-mlp", "params": params, "layer_sizes": self.layer_sizes,
                 "n_dims": self.n_dims, "best_epoch": int(self.best_epoch_), "history": list(self.history_)}
 
     def save(self) -> tuple[dict, dict]:

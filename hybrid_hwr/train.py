@@ -491,6 +491,9 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
     if valid_lines:
         vkept, vraw = load_line_features(valid_lines, gframe, jobs, cache("valid", gframe), "valid features")
         valid = encode_lines(vkept, vraw, gmm_model.alphabet, gmm_model.normalizer, gmm_model.topology, "valid")
+    if saved is not None:
+        _check_resumable(saved, gmm_model, out_dir)
+        input_kind = saved.frontend.features.kind   # the inputs the network was trained on
     log(f"aligning the training lines with the initial {gmm_model.emission_type.upper()}-HMM")
     targets = forced_targets(train, gmm_model, jobs)
     vtargets = forced_targets(valid, gmm_model, jobs) if valid is not None else None
@@ -506,7 +509,7 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
                                         f"{input_kind} features")
         if [line.id for line in got] != ids:
             raise HwrError(f"{input_kind} features could not be computed for every aligned line")
-        normalizer = Normalizer().fit(feats[: len(train.ids)])
+        normalizer = saved.normalizer if saved is not None else Normalizer().fit(feats[: len(train.ids)])
         feats = [normalizer.transform(f).astype(np.float32) for f in feats]
         for a, b in zip(feats, train.feats + (valid.feats if valid is not None else [])):
             if len(a) != len(b):
@@ -518,17 +521,15 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
     history = {"init_model": str(init_model) if not isinstance(init_model, HwrModel) else None,
                "input_kind": frontend.features.kind, "rounds": []}
     seconds_before = 0.0
-    if saved is not None:
-        if saved.topology.n_emitting != gmm_model.topology.n_emitting:
-            raise HwrError(f"--resume: the network in {out_dir} has {saved.topology.n_emitting} output states, "
-                           f"the initial model {gmm_model.topology.n_emitting}")
-        seconds_before = float(saved.history.get("total_seconds", 0.0))
-        frontend, normalizer = saved.frontend, saved.normalizer   # the inputs the network was trained on
+    if saved is not None:   # a run killed between epochs has no total yet: its epochs' seconds
+        seconds_before = float(saved.history.get("total_seconds")
+                               or sum(r.get("seconds", 0.0) for r in saved.emission.history_))
     model = HwrModel(gmm_model.alphabet, frontend, normalizer, gmm_model.topology, gmm_model.transitions,
                      None, history)
 
     def checkpoint(mlp, record):
         model.emission = mlp
+        history["total_seconds"] = round(seconds_before + time.time() - t_start, 1)
         _checkpoint(model, out_dir)
 
     for round_ in range(2 if realign else 1):
@@ -577,10 +578,25 @@ def _saved_hybrid(out_dir: Path, params: dict, input_kind, log) -> HwrModel | No
     kept, asked = saved.emission.get_params(), MlpEmission(**params).get_params()
     changed = [f"{name} {asked[name]!r} (saved: {kept[name]!r})" for name in kept
                if name not in _RESUME_BUDGET + ("warm_start",) and asked[name] != kept[name]]
+    other_network = [c for c in changed if c.split()[0] in ("hidden_layers", "context", "activation")]
+    if other_network:
+        raise HwrError(f"--resume: {out_dir} holds another network ({', '.join(other_network)}); "
+                       "give another output directory to train this one")
     if changed:   # a resumed run is the saved run: other settings would mix two trainings
         warn(f"--resume continues with the saved network's settings; ignored: {', '.join(changed)}")
     log(f"resuming the MLP training in {out_dir} after epoch {len(saved.emission.history_)}")
     return saved
+
+
+def _check_resumable(saved: HwrModel, init: HwrModel, out_dir: Path) -> None:
+    """A resumed network keeps its targets and inputs: ``init`` must be the model it was trained from."""
+    same_inputs = saved.frontend.features.kind != init.frontend.features.kind or (
+        saved.frontend == init.frontend and saved.normalizer.to_dict() == init.normalizer.to_dict())
+    if (saved.alphabet != init.alphabet or saved.topology != init.topology or not same_inputs
+            or dataclasses.replace(saved.frontend, features=init.frontend.features) != init.frontend):
+        raise HwrError(f"--resume: the network in {out_dir} was trained on the alignments of another model "
+                       f"(its symbols, states or front end differ from --init-model's); "
+                       f"resume with {saved.history.get('init_model') or 'the model it was trained from'}")
 
 
 # ----------------------------------------------------------------------------- one call

@@ -9,7 +9,8 @@
 #      seed 0; the epoch with the best validation frame error rate is kept. With ALIGN_FROM
 #      (an MLP-HMM, e.g. an earlier default model) its forced alignments are the targets
 #      instead, and stages 1 and 2 are skipped: a realignment round. Rerun from stage 3, a
-#      network stopped by its budget trains on for another MLP_MINUTES (train --resume)
+#      network stopped by its budget trains on for another MLP_MINUTES (train --resume; for
+#      another HIDDEN or ALIGN_FROM, remove EXP_DIR/mlp first)
 #   4. the model's lexicon and word 3-gram: the ELTeC French novels (CORPORA, default the
 #      corpora folder beside the data folder) plus the training transcriptions, every word
 #      the model can write (113k), pruned 0,1,1; then decoding settings tuned on TUNE_LINES

@@ -1,5 +1,6 @@
 """GMM-HMM training, model directories and decoding on the bundled real lines."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -193,7 +194,8 @@ def test_a_hybrid_stopped_by_its_budget_resumes_where_it_stopped(trained, sample
     assert epochs[2]["learning_rate"] == first.emission.history_[-1]["next_learning_rate"]
     assert resumed.emission.dropout == 0.0                  # the saved network's settings, not the new ones
     assert resumed.history["rounds"][0]["epochs"] == 5
-    assert resumed.history["total_seconds"] >= first.history["total_seconds"]
+    assert resumed.history["total_seconds"] >= first.history["total_seconds"] + sum(r["seconds"] for r in epochs[2:])
+    assert resumed.emission.get_params()["warm_start"] is False   # a later fit of the saved network starts afresh
     assert any("resuming the MLP training" in m and "after epoch 2" in m for m in messages)
     assert min(r["valid_fer"] for r in epochs) <= min(r["valid_fer"] for r in first.emission.history_)
     # an uninterrupted run of 5 epochs has the same schedule; resuming changes only the optimiser state
@@ -217,5 +219,20 @@ def test_a_hybrid_stopped_by_its_budget_resumes_where_it_stopped(trained, sample
                   mlp_params={**params, "max_epochs": 9}, resume=True, log=messages.append)
     assert len(load_model(tmp_path / "new").emission.history_) == 2
     assert any("no epoch to add" in m for m in messages)
+    messages = []
+    train_mlp_hmm(sample_lines, gmm_dir, tmp_path / "mlp", valid_lines=sample_lines, mlp_params=params,
+                  resume=True, log=messages.append)
+    assert any("no epoch to add: 5 epochs already trained (at most 2 in all)" in m for m in messages)
+
+    # refused: a GMM-HMM's folder, another network, targets from a model with another front end
     with pytest.raises(HwrError, match="holds a GMM-HMM, not a hybrid"):
         train_mlp_hmm(sample_lines, gmm_dir, gmm_dir, mlp_params=params, resume=True, log=quiet)
+    with pytest.raises(HwrError, match=r"holds another network \(hidden_layers \[32\] \(saved: \[64\]\)"):
+        train_mlp_hmm(sample_lines, gmm_dir, tmp_path / "mlp", mlp_params={**params, "hidden_layers": (32,)},
+                      resume=True, log=quiet)
+    other = load_model(gmm_dir)
+    other.frontend = dataclasses.replace(other.frontend,
+                                         features=dataclasses.replace(other.frontend.features, shift=2))
+    save_model(other, tmp_path / "other")
+    with pytest.raises(HwrError, match="trained on the alignments of another model"):
+        train_mlp_hmm(sample_lines, tmp_path / "other", tmp_path / "mlp", mlp_params=params, resume=True, log=quiet)
