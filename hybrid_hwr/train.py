@@ -483,6 +483,9 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
     cache = lambda name, frontend: _cache_path(out_dir, name, frontend) if out_dir is not None else None  # noqa: E731
     t_start = time.time()
     gmm_model = load_model(init_model) if not isinstance(init_model, HwrModel) else init_model
+    if saved is not None:   # refused before any feature extraction
+        _check_resumable(saved, gmm_model, out_dir)
+        input_kind = saved.frontend.features.kind   # the inputs the network was trained on
     gframe = gmm_model.frontend
     kept, raw = load_line_features(train_lines, gframe, jobs, cache("train", gframe), "train features")
     train = encode_lines(kept, raw, gmm_model.alphabet, gmm_model.normalizer, gmm_model.topology, "train")
@@ -491,9 +494,6 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
     if valid_lines:
         vkept, vraw = load_line_features(valid_lines, gframe, jobs, cache("valid", gframe), "valid features")
         valid = encode_lines(vkept, vraw, gmm_model.alphabet, gmm_model.normalizer, gmm_model.topology, "valid")
-    if saved is not None:
-        _check_resumable(saved, gmm_model, out_dir)
-        input_kind = saved.frontend.features.kind   # the inputs the network was trained on
     log(f"aligning the training lines with the initial {gmm_model.emission_type.upper()}-HMM")
     targets = forced_targets(train, gmm_model, jobs)
     vtargets = forced_targets(valid, gmm_model, jobs) if valid is not None else None
@@ -527,9 +527,12 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
     model = HwrModel(gmm_model.alphabet, frontend, normalizer, gmm_model.topology, gmm_model.transitions,
                      None, history)
 
+    def elapsed():   # this run's seconds, and those of the run it resumes
+        return round(seconds_before + time.time() - t_start, 1)
+
     def checkpoint(mlp, record):
         model.emission = mlp
-        history["total_seconds"] = round(seconds_before + time.time() - t_start, 1)
+        history["total_seconds"] = elapsed()
         _checkpoint(model, out_dir)
 
     for round_ in range(2 if realign else 1):
@@ -538,9 +541,9 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
             targets = forced_targets(train, model, jobs)
             vtargets = forced_targets(valid, model, jobs) if valid is not None else None
         if saved is not None:
-            mlp = saved.emission
+            mlp, asked = saved.emission, MlpEmission(**params)
             for name in _RESUME_BUDGET:
-                setattr(mlp, name, params.get(name, getattr(MlpEmission(), name)))
+                setattr(mlp, name, getattr(asked, name))
             mlp.warm_start = True
         else:
             mlp = MlpEmission(**params)
@@ -549,10 +552,10 @@ def train_mlp_hmm(train_lines: list[Line], init_model, out_dir, valid_lines: lis
         mlp.warm_start = False   # a later fit of the saved network starts afresh unless asked
         fer = min(r.get("valid_fer", r.get("train_fer", 1.0)) for r in mlp.history_)
         history["rounds"].append({"round": round_ + 1, "best_valid_fer": fer, "epochs": len(mlp.history_),
-                                  "seconds": round(seconds_before + time.time() - t_start, 1)})
+                                  "seconds": elapsed()})
         log(f"round {round_ + 1}: best validation frame error rate {fer:.4f}")
         model.emission = mlp
-    history["total_seconds"] = round(seconds_before + time.time() - t_start, 1)
+    history["total_seconds"] = elapsed()
     _checkpoint(model, out_dir)
     return model
 
@@ -590,10 +593,11 @@ def _saved_hybrid(out_dir: Path, params: dict, input_kind, log) -> HwrModel | No
 
 def _check_resumable(saved: HwrModel, init: HwrModel, out_dir: Path) -> None:
     """A resumed network keeps its targets and inputs: ``init`` must be the model it was trained from."""
-    same_inputs = saved.frontend.features.kind != init.frontend.features.kind or (
-        saved.frontend == init.frontend and saved.normalizer.to_dict() == init.normalizer.to_dict())
-    if (saved.alphabet != init.alphabet or saved.topology != init.topology or not same_inputs
-            or dataclasses.replace(saved.frontend, features=init.frontend.features) != init.frontend):
+    kind = saved.frontend.features.kind   # a pixel hybrid reads the init model's windows as pixels
+    as_trained = dataclasses.replace(init.frontend, features=dataclasses.replace(init.frontend.features, kind=kind))
+    same_inputs = saved.frontend == as_trained and (
+        kind != init.frontend.features.kind or saved.normalizer.to_dict() == init.normalizer.to_dict())
+    if saved.alphabet != init.alphabet or saved.topology != init.topology or not same_inputs:
         raise HwrError(f"--resume: the network in {out_dir} was trained on the alignments of another model "
                        f"(its symbols, states or front end differ from --init-model's); "
                        f"resume with {saved.history.get('init_model') or 'the model it was trained from'}")
