@@ -198,7 +198,7 @@ def test_a_hybrid_stopped_by_its_budget_resumes_where_it_stopped(trained, sample
     assert resumed.emission.get_params()["warm_start"] is False   # a later fit of the saved network starts afresh
     assert any("resuming the MLP training" in m and "after epoch 2" in m for m in messages)
     assert min(r["valid_fer"] for r in epochs) <= min(r["valid_fer"] for r in first.emission.history_)
-    # an uninterrupted run of 5 epochs has the same schedule; resuming changes only the optimiser state
+    # the saved epochs are those an uninterrupted run of 5 epochs begins with
     train_mlp_hmm(sample_lines, gmm_dir, tmp_path / "whole", valid_lines=sample_lines,
                   mlp_params={**params, "max_epochs": 5}, log=quiet)
     whole = load_model(tmp_path / "whole").emission.history_
