@@ -534,8 +534,8 @@ def _add_decode(subparsers) -> None:
                    f"(default {DEFAULT_UNK_MAX_ACTIVE})")
     p.add_argument("--prior-scale", type=non_negative_float, metavar="KAPPA",
                    help="hybrid MLP models: scaled likelihoods log p(s|x) - KAPPA log p(s) (default: decoder.json's "
-                   "prior_scale, else the network's own, normally 1; with --emissions give it to "
-                   "`hybrid-hwr emissions` instead)")
+                   "prior_scale, else the network's own, normally 1; --emissions files written by `hybrid-hwr emissions` "
+                   "record the scale of their scores and are moved to this one)")
     p.add_argument("--nbest", type=int_upto(1000), default=1, help="n-best list length (written with --details)")
     p.add_argument("--lang", choices=LANGUAGES,
                    help="tokeniser conventions for joining lexicon words into text (default en)")
@@ -566,13 +566,13 @@ def _run_decode(args: argparse.Namespace) -> int:
     import json
 
     from .batch import map_line_images, progress
-    from .decode import DecoderSettings, image_decoder, load_recognizer, settings_line
+    from .decode import DecoderSettings, emissions_prior_scale, image_decoder, load_recognizer, settings_line
 
     # decode's options are the decoder's knobs (DecoderSettings' fields, nbest apart: --nbest has a default)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DecoderSettings) if f.name != "nbest"}
-    if args.emissions and args.prior_scale is not None:
-        raise HwrError("--prior-scale acts when emission scores are computed: pass it to `hybrid-hwr emissions`, "
-                       "not to decode --emissions")
+    if args.emissions and args.prior_scale is not None and emissions_prior_scale(args.emissions) is None:
+        raise HwrError(f"--prior-scale: {args.emissions} does not record the prior scale of its scores (it was not "
+                       "written by `hybrid-hwr emissions`): pass it to the program that computed them")
     if args.emissions and args.inputs:
         raise HwrError("--emissions decodes the matrices of its file: give no images or split files with it")
     if args.resume and not args.output:
@@ -606,6 +606,9 @@ def _run_decode(args: argparse.Namespace) -> int:
             raise HwrError("--blank and --log-softmax describe CTC outputs: they need --ctc")
         recognizer, settings = load_recognizer(args.model, nbest=args.nbest, **given)
         print(f"{PROG}: {settings_line(args.model, recognizer, settings)}", file=sys.stderr)
+        if args.emissions and recognizer.prior_shift(args.emissions) is not None:
+            print(f"{PROG}: {args.emissions} holds scores of prior scale {emissions_prior_scale(args.emissions):g}: "
+                  f"moved to {recognizer.model.emission.prior_scale:g}", file=sys.stderr)
     if recognizer.lexicon_message:  # lexicon words the model cannot spell are reported, not silently dropped
         warn(recognizer.lexicon_message)
     decoded = []
@@ -769,7 +772,7 @@ def _emission_scorer(model_dir: str, prior_scale):
 def _run_emissions(args: argparse.Namespace) -> int:
     from .batch import map_line_images
     from .cluster import PerProcess
-    from .decode import DecoderSettings, resolve_model_dir
+    from .decode import PRIOR_SCALE_ARRAY, DecoderSettings, resolve_model_dir
 
     model_dir = resolve_model_dir(args.model).absolute()
     # the kappa a decode of this model directory would use, so both paths score alike
@@ -785,10 +788,13 @@ def _run_emissions(args: argparse.Namespace) -> int:
     with AtomicNpzWriter(output) as writer:
         for line, scores in map_line_images(lines, scores_of, args.jobs, "emission scoring", "emissions"):
             writer.add(line.id, scores)
-        skipped = len(lines) - writer.count
-        if writer.count == 0:
+        written = writer.count
+        skipped = len(lines) - written
+        if written == 0:
             raise HwrError(f"no line could be processed ({skipped} skipped); {output} not written")
-    print(f"wrote emission scores of {writer.count} lines ({model.topology.n_emitting} states) to {output}"
+        if model.emission.prior_scale is not None:   # decode --emissions moves the scores to its own kappa
+            writer.add(PRIOR_SCALE_ARRAY, np.array([model.emission.prior_scale]))
+    print(f"wrote emission scores of {written} lines ({model.topology.n_emitting} states) to {output}"
           + (f" ({skipped} skipped)" if skipped else ""))
     return 0
 

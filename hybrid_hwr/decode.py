@@ -907,11 +907,26 @@ class Recognizer:
     def decode_emissions(self, path, on_bad=None, skip=frozenset()):
         """``(line id, Hypothesis)`` for every matrix of an emissions file (:func:`read_emissions`;
         ``on_bad(line id, message)`` gets the arrays that cannot be decoded, which are skipped,
-        as are the ids in ``skip``)."""
+        as are the ids in ``skip``). A hybrid's scores written with another prior scale than
+        this recogniser's (the file records it, see :data:`PRIOR_SCALE_ARRAY`) are moved to
+        this one, so a file computed before ``tune`` decodes as the images would."""
+        shift = self.prior_shift(path)
         for line_id, loglik in read_emissions(path, self.model.topology.n_emitting, on_bad):
             if line_id in skip:
                 continue
-            yield line_id, self.decode_loglik(loglik)
+            yield line_id, self.decode_loglik(loglik if shift is None else loglik + shift)
+
+    def prior_shift(self, path):
+        """(S,) what turns the scores of emissions file ``path`` into this recogniser's prior
+        scale: ``(kappa_file - kappa) * log p(s)``; None when nothing is to change (no
+        recorded scale, the same scale, or a model without state priors)."""
+        recorded = emissions_prior_scale(path)
+        emission = getattr(self.model, "emission", None)   # a CTC model has none
+        kappa = getattr(emission, "prior_scale", None)
+        priors = getattr(emission, "log_priors_", None)
+        if recorded is None or kappa is None or priors is None or recorded == kappa:
+            return None
+        return (recorded - kappa) * np.asarray(priors, dtype=np.float64)
 
 
 @dataclass
@@ -923,12 +938,34 @@ class _Unit:
 
 # ----------------------------------------------------------------------------- external emissions
 
+# the prior scale a hybrid's scores were written with (`hybrid-hwr emissions`): a (1,) array
+# under this name; names starting with "__" are never line ids of an emissions file
+PRIOR_SCALE_ARRAY = "__prior_scale__"
+
+
+def emissions_prior_scale(path) -> float | None:
+    """The prior scale recorded in emissions file ``path`` (None: none recorded, or a folder)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if PRIOR_SCALE_ARRAY not in npz.files:
+                return None
+            value = np.asarray(npz[PRIOR_SCALE_ARRAY], dtype=np.float64).ravel()
+    except (OSError, ValueError, TypeError, zipfile.BadZipFile, EOFError, AttributeError):
+        return None     # the readers below report an unreadable file
+    if value.shape != (1,) or not math.isfinite(value[0]) or value[0] < 0:
+        raise HwrError(f"{path}: its {PRIOR_SCALE_ARRAY} array is not a prior scale (one number >= 0)")
+    return float(value[0])
+
 def emission_arrays(path):
     """``(name, array or None, problem or None)`` for every array of an emissions ``.npz``
     archive, or of a folder of ``<name>.npy`` files (sorted by name), in order.
 
     A missing or unreadable file or folder is an HwrError; an array that cannot be read,
-    or is not a 2-d number matrix, comes with its ``problem`` (one line) instead.
+    or is not a 2-d number matrix, comes with its ``problem`` (one line) instead. Names
+    starting with ``__`` hold facts about the file (:data:`PRIOR_SCALE_ARRAY`), not lines.
     """
     path = Path(path)
     if path.is_dir():
@@ -953,6 +990,8 @@ def emission_arrays(path):
         raise HwrError(f"{path}: not an .npz archive (a single array; save one array per line id)")
     with npz:
         for name in npz.files:
+            if name.startswith("__"):
+                continue
             try:
                 x = npz[name]
             except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:

@@ -113,6 +113,8 @@ def load_line_features(lines: list[Line], frontend: FrontEnd, jobs: int, cache: 
     for line, f, _ in line_features(lines, frontend, jobs, desc=desc):
         kept.append(line)
         feats.append(f)
+    if lines and not kept:   # else the first error would be about an empty alphabet
+        raise HwrError(f"{desc}: none of the {len(lines)} line images could be read (see the warnings above)")
     if cache is not None and kept:
         with AtomicNpzWriter(cache) as writer:   # a full disk: one error line, no half archive left
             for line, f in zip(kept, feats):

@@ -36,9 +36,12 @@ def main() -> int:
             print(f"average_emissions: line {line_id}: shapes differ ({shapes}): not the same states or frames",
                   file=sys.stderr)
             return 1
-        averaged[line_id] = np.mean([a.astype(np.float64) for a in arrays], axis=0).astype(np.float32)
+        # "__prior_scale__" (not a line): the mean kappa is the kappa of the mean scores
+        dtype = np.float64 if line_id.startswith("__") else np.float32
+        averaged[line_id] = np.mean([a.astype(np.float64) for a in arrays], axis=0).astype(dtype)
     np.savez(args.output, **averaged)
-    print(f"averaged {len(args.inputs)} files over {len(averaged)} lines into {args.output}")
+    n_lines = sum(not line_id.startswith("__") for line_id in averaged)
+    print(f"averaged {len(args.inputs)} files over {n_lines} lines into {args.output}")
     return 0
 
 

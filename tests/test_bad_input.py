@@ -83,6 +83,8 @@ def files(tmp_path_factory):
     (data / "test.tsv").write_text("inside\tx\n../../outside\ty\n", encoding="utf-8")
     (data / "abs.tsv").write_text(f"{root / 'outside'}\tz\n", encoding="utf-8")
     f["outside"], f["absolute"] = data / "test.tsv", data / "abs.tsv"
+    (data / "no_images.tsv").write_text("absent\tab\nalso_absent\tcd\n", encoding="utf-8")
+    f["no_images"] = data / "no_images.tsv"
     return f
 
 
@@ -110,6 +112,8 @@ CASES = {
     "unknown subcommand": (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
     # inputs that are not what they claim
     "missing image": (["decode", "--model", "{plain}", "{tmp}/missing.png"], 1, "no line could be decoded"),
+    "training split without images": (["train", "--train", "{no_images}", "-o", "{tmp}/noimg"], 1,
+                                      "none of the 2 line images could be read"),
     "split file without TAB": (["decode", "{no_tab}"], 1, "no_tab.tsv:1: missing TAB"),
     "split file not UTF-8": (["features", "{latin1}", "-o", "{tmp}/f.npz"], 1, "latin1.tsv:1: not UTF-8"),
     "missing hypotheses": (["evaluate", "{train}", "{tmp}/missing.tsv"], 1, "missing.tsv: no such file"),
@@ -144,7 +148,7 @@ CASES = {
     "MLP beyond memory": ([*MLP_ARGS, "--hidden", "100000000"], 1, "at most 32 hidden layers of at most 65536"),
     "emissions with images": (["decode", "--emissions", "{mixed}", "{img}"], 1, "give no images or split files"),
     "prior scale with emissions": (["decode", "--emissions", "{mixed}", "--prior-scale", "0.5"], 1,
-                                   "pass it to `hybrid-hwr emissions`"),
+                                   "does not record the prior scale of its scores"),
     "resume without output": (["decode", "--resume", "{img}"], 1, "--resume continues the output file"),
     "CTC flags without CTC": (["decode", "--blank", "1", "{img}"], 1, "they need --ctc"),
     "CTC without emissions": (["decode", "--ctc", "{corpus}"], 1, "give them with --emissions"),

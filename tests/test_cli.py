@@ -210,8 +210,8 @@ def test_emissions_are_the_models_scores_and_decode_like_images(make_dataset, tm
     model = load_model(default_model_dir())
     recognizer = Recognizer(model)  # character loop: no LM to load
     with np.load(out_npz) as npz:
-        assert npz.files == ["g1", "g2"]
-        for line_id in npz.files:
+        assert npz.files == ["g1", "g2", "__prior_scale__"] and npz["__prior_scale__"].tolist() == [1.0]
+        for line_id in npz.files[:2]:
             gray = load_image(tsv.parent / "lines" / f"{line_id}.png")
             expected = model.log_likelihoods(model.features(gray)[0])
             assert npz[line_id].dtype == np.float32
@@ -250,21 +250,32 @@ def test_prior_scale_is_chosen_when_scoring(make_dataset, tmp_path, capsys):
     with np.load(tmp_path / "tuned.npz") as a, np.load(tmp_path / "k0.5.npz") as b:
         np.testing.assert_array_equal(a["g1"], b["g1"])
     # decoding the image scores like decoding its emissions at the same kappa: --prior-scale
-    # wins over decoder.json (0.5), which wins over the network's own 1.0
-    scores = {}
+    # wins over decoder.json (0.5), which wins over the network's own 1.0; a file records the
+    # kappa of its scores, and decode moves them to its own (a file written before tuning
+    # decodes like the images after it)
+    scores, moved = {}, {}
     for name, extra in (("image k0", [tsv, "--prior-scale", 0]), ("file k0", ["--emissions", tmp_path / "k0.npz"]),
-                        ("image k0.5", [tsv]), ("file k0.5", ["--emissions", tmp_path / "k0.5.npz"])):
+                        ("image k0.5", [tsv]), ("file k0.5", ["--emissions", tmp_path / "k0.5.npz"]),
+                        ("file k0 at 0", ["--emissions", tmp_path / "k0.npz", "--prior-scale", 0]),
+                        ("file k0.5 at 0", ["--emissions", tmp_path / "k0.5.npz", "--prior-scale", 0])):
         details = tmp_path / "details.jsonl"
-        code, _, _ = run(capsys, "decode", "--model", tuned, *extra, "-o", tmp_path / "hyp.tsv", "--details", details)
+        code, _, err = run(capsys, "decode", "--model", tuned, *extra, "-o", tmp_path / "hyp.tsv", "--details", details)
         assert code == 0
         scores[name] = json.loads(details.read_text())["optical_score"]
-    assert scores["image k0"] == pytest.approx(scores["file k0"], abs=1e-2)
+        moved[name] = "holds scores of prior scale" in err
+    assert scores["image k0"] == pytest.approx(scores["file k0 at 0"], abs=1e-2)
+    assert scores["image k0"] == pytest.approx(scores["file k0.5 at 0"], abs=1e-2)
     assert scores["image k0.5"] == pytest.approx(scores["file k0.5"], abs=1e-2)
+    assert scores["image k0.5"] == pytest.approx(scores["file k0"], abs=1e-2)
     assert abs(scores["image k0"] - scores["image k0.5"]) > 1.0
-    # an emissions file already holds scaled scores: kappa there is an error, not ignored
-    code, _, err = run(capsys, "decode", "--model", tuned, "--emissions", tmp_path / "k0.npz",
+    assert moved == {"image k0": False, "file k0": True, "image k0.5": False, "file k0.5": False,
+                     "file k0 at 0": False, "file k0.5 at 0": True}
+    # a file that does not say which kappa its scores have: --prior-scale cannot act on it
+    with np.load(tmp_path / "k0.npz") as npz:
+        np.savez(tmp_path / "bare.npz", g1=npz["g1"])
+    code, _, err = run(capsys, "decode", "--model", tuned, "--emissions", tmp_path / "bare.npz",
                        "--prior-scale", 0.5, "-o", tmp_path / "x.tsv")
-    assert code == 1 and "pass it to `hybrid-hwr emissions`" in one_error(err)
+    assert code == 1 and "does not record the prior scale" in one_error(err)
     code, _, err = run(capsys, "emissions", tsv, "--prior-scale", -1, "-o", tmp_path / "bad.npz")
     assert code == 2 and "finite number >= 0" in err and not (tmp_path / "bad.npz").exists()
 
