@@ -570,7 +570,8 @@ def _run_decode(args: argparse.Namespace) -> int:
 
     # decode's options are the decoder's knobs (DecoderSettings' fields, nbest apart: --nbest has a default)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DecoderSettings) if f.name != "nbest"}
-    if args.emissions and args.prior_scale is not None and emissions_prior_scale(args.emissions) is None:
+    recorded_scale = emissions_prior_scale(args.emissions) if args.emissions else None
+    if args.emissions and args.prior_scale is not None and recorded_scale is None:
         raise HwrError(f"--prior-scale: {args.emissions} does not record the prior scale of its scores (it was not "
                        "written by `hybrid-hwr emissions`): pass it to the program that computed them")
     if args.emissions and args.inputs:
@@ -606,8 +607,8 @@ def _run_decode(args: argparse.Namespace) -> int:
             raise HwrError("--blank and --log-softmax describe CTC outputs: they need --ctc")
         recognizer, settings = load_recognizer(args.model, nbest=args.nbest, **given)
         print(f"{PROG}: {settings_line(args.model, recognizer, settings)}", file=sys.stderr)
-        if args.emissions and recognizer.prior_shift(args.emissions) is not None:
-            print(f"{PROG}: {args.emissions} holds scores of prior scale {emissions_prior_scale(args.emissions):g}: "
+        if recognizer.prior_shift(recorded_scale) is not None:
+            print(f"{PROG}: {args.emissions} holds scores of prior scale {recorded_scale:g}: "
                   f"moved to {recognizer.model.emission.prior_scale:g}", file=sys.stderr)
     if recognizer.lexicon_message:  # lexicon words the model cannot spell are reported, not silently dropped
         warn(recognizer.lexicon_message)

@@ -910,17 +910,16 @@ class Recognizer:
         as are the ids in ``skip``). A hybrid's scores written with another prior scale than
         this recogniser's (the file records it, see :data:`PRIOR_SCALE_ARRAY`) are moved to
         this one, so a file computed before ``tune`` decodes as the images would."""
-        shift = self.prior_shift(path)
+        shift = self.prior_shift(emissions_prior_scale(path))
         for line_id, loglik in read_emissions(path, self.model.topology.n_emitting, on_bad):
             if line_id in skip:
                 continue
             yield line_id, self.decode_loglik(loglik if shift is None else loglik + shift)
 
-    def prior_shift(self, path):
-        """(S,) what turns the scores of emissions file ``path`` into this recogniser's prior
-        scale: ``(kappa_file - kappa) * log p(s)``; None when nothing is to change (no
-        recorded scale, the same scale, or a model without state priors)."""
-        recorded = emissions_prior_scale(path)
+    def prior_shift(self, recorded: float | None):
+        """(S,) what turns scores of prior scale ``recorded`` (:func:`emissions_prior_scale`)
+        into this recogniser's: ``(recorded - kappa) * log p(s)``; None when nothing is to
+        change (no recorded scale, the same scale, or a model without state priors)."""
         emission = getattr(self.model, "emission", None)   # a CTC model has none
         kappa = getattr(emission, "prior_scale", None)
         priors = getattr(emission, "log_priors_", None)
@@ -958,6 +957,7 @@ def emissions_prior_scale(path) -> float | None:
     if value.shape != (1,) or not math.isfinite(value[0]) or value[0] < 0:
         raise HwrError(f"{path}: its {PRIOR_SCALE_ARRAY} array is not a prior scale (one number >= 0)")
     return float(value[0])
+
 
 def emission_arrays(path):
     """``(name, array or None, problem or None)`` for every array of an emissions ``.npz``
