@@ -872,7 +872,8 @@ def _add_tune(subparsers) -> None:
 
     p = subparsers.add_parser(
         "tune", help="fit the decoding settings of a model on validation lines (writes MODEL/decoder.json)",
-        description="Computes the validation lines' emission scores once, then for every decoding mode the "
+        description="Computes the validation lines' emission scores once (or reads them from --emissions), then "
+        "for every decoding mode the "
         "given files allow (character loop, character LM, lexicon, lexicon + LM, open vocabulary) searches "
         "the LM weight, word, glue, unknown-word and character penalties (and an MLP's prior scale) one at a "
         "time from the calibrated defaults, widening the range when the best is on its edge. Prints the best "
@@ -882,10 +883,11 @@ def _add_tune(subparsers) -> None:
     p.add_argument("--model", metavar="DIR", help="model directory (its decoder.json is rewritten); with --ctc "
                    "the folder whose decoder.json is written (default: the alphabet file's folder)")
     p.add_argument("--valid", required=True, nargs="+", metavar="DATA.tsv", help="validation split file(s)")
+    p.add_argument("--emissions", metavar="FILE.npz|DIR", help="the validation lines' emission scores (one array "
+                   "per line id) instead of their images: with --model, scores over its states (`hybrid-hwr "
+                   "emissions`, or the frame average of several networks'); with --ctc, the network's outputs")
     ctc = p.add_argument_group("a CTC network's outputs (modes: character loop, character LM, lexicon, lexicon + LM)")
     ctc.add_argument("--ctc", metavar="ALPHABET.txt", help="tune the decoding of CTC outputs over this alphabet")
-    ctc.add_argument("--emissions", metavar="FILE.npz|DIR", help="with --ctc: the network's outputs for the "
-                     "validation lines (one array per line id)")
     ctc.add_argument("--blank", type=int_upto(100_000, low=0), default=0, help="with --ctc: line index of the blank (0)")
     ctc.add_argument("--log-softmax", action="store_true", help="with --ctc: the outputs are logits")
     p.add_argument("--images", metavar="DIR", help="read the images of the split files from DIR/<id>.png")
@@ -924,16 +926,17 @@ def _run_tune(args: argparse.Namespace) -> int:
     from .decode import resolve_model_dir
     from .tune import tune
 
-    if args.ctc or args.emissions:
+    if args.emissions:
+        if args.images:
+            raise HwrError("--images: the validation lines' scores come from --emissions, not from images")
+        if args.scheduler:
+            raise HwrError("--scheduler tunes from line images on a cluster; --emissions files are tuned here: "
+                           "use --jobs")
+    if args.ctc:
         from .tune import tune_ctc
 
-        if not (args.ctc and args.emissions):
+        if not args.emissions:
             raise HwrError("--ctc ALPHABET.txt and --emissions FILE.npz go together (a CTC network's outputs)")
-        if args.images:
-            raise HwrError("--images: the validation lines' outputs come from --emissions, not from images")
-        if args.scheduler:
-            raise HwrError("--scheduler tunes from line images on a cluster; CTC outputs (--emissions) are tuned "
-                           "here: use --jobs")
         lines = read_transcriptions_as_lines(args.valid, args.limit)
         modes = [_MODE_NAMES[m] for m in args.modes] if args.modes else None
         tune_ctc(args.ctc, args.emissions, lines, out_dir=args.model, blank=args.blank, log_softmax=args.log_softmax,
@@ -945,12 +948,15 @@ def _run_tune(args: argparse.Namespace) -> int:
     if not args.model:
         raise HwrError("tune needs --model DIR (or --ctc ALPHABET.txt --emissions FILE.npz for a CTC network)")
     model_dir = resolve_model_dir(args.model)
-    lines = read_inputs(args.valid, images=args.images, limit=args.limit)
+    if args.emissions:
+        lines = read_transcriptions_as_lines(args.valid, args.limit)
+    else:
+        lines = read_inputs(args.valid, images=args.images, limit=args.limit)
     if not lines:
         raise HwrError("no validation lines")
     modes = [_MODE_NAMES[m] for m in args.modes] if args.modes else None
     tune(model_dir, lines, lexicon=args.lexicon, lm=args.lm, char_lm=args.char_lm, lang=args.lang, modes=modes,
-         beam=args.beam, jobs=args.jobs, rounds=args.rounds)
+         beam=args.beam, jobs=args.jobs, rounds=args.rounds, emissions=args.emissions)
     return 0
 
 

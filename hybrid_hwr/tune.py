@@ -11,7 +11,10 @@ and for a hybrid MLP model the prior scale (its scores are shifted, not recomput
 ``log p(s|x) - k log p(s)`` is linear in ``k``).  The objective is the corpus WER, then
 the CER, under the tokeniser of ``lang``.  The mode with the best WER and its settings are
 written to ``MODEL/decoder.json``; every point decoded is kept in
-``MODEL/tune/points.jsonl``, so an interrupted run resumes where it stopped.
+``MODEL/tune/points.jsonl``, so an interrupted run resumes where it stopped.  The scores
+can also come from a file (``emissions``: ``hybrid-hwr emissions`` of the model, or the
+frame average of several networks over the same states); a hybrid's file records the prior
+scale of its scores, from which each point's is reached.
 
 A CTC network's outputs (:func:`tune_ctc`: the ``--emissions`` arrays of the validation
 lines and the ``--ctc`` alphabet) are tuned the same way for the modes CTC decoding has
@@ -82,13 +85,15 @@ class Tuner:
     """Decodes validation emissions under given settings and remembers every result."""
 
     def __init__(self, model, lines, scores, lang: str, points_path: Path, jobs: int = 1,
-                 log: Callable[[str], None] = print, model_digest: str = "", model_dir: Path | None = None):
+                 log: Callable[[str], None] = print, model_digest: str = "", model_dir: Path | None = None,
+                 scores_prior_scale: float | None = None):
         self.model, self.lines, self.lang, self.jobs, self.log = model, lines, lang, jobs, log
         self.model_dir = model_dir               # a cluster's workers load the model from there
-        self.scores = scores                       # {line id: float64 (T, S) at the model's prior scale}
+        # {line id: float64 (T, S)} at the model's prior scale, or at scores_prior_scale (a file's)
+        self.scores = scores
         emission = getattr(model, "emission", None)     # CTC outputs have no emission model
         kappa = emission.prior_scale if emission is not None else None
-        self.base_kappa = float(kappa or 0.0)
+        self.base_kappa = float(scores_prior_scale if scores_prior_scale is not None else kappa or 0.0)
         # a model with state priors (prior_scale not None) keeps them in log_priors_
         self.log_priors = emission.log_priors_ if kappa is not None else None
         self.fine = model.emission_type == "ctc"
@@ -240,8 +245,12 @@ def _mode_settings(mode: str, base: DecoderSettings, lexicon, lm, char_lm) -> De
 
 def tune(model_dir, valid_lines, lexicon=None, lm=None, char_lm=None, lang: str | None = None,
          modes=None, beam: float | None = None, jobs: int = 1, rounds: int = 2,
-         log: Callable[[str], None] = print) -> dict:
-    """Tune, write ``model_dir/decoder.json``, and return ``{"mode", "settings", "table"}``."""
+         log: Callable[[str], None] = print, emissions=None) -> dict:
+    """Tune, write ``model_dir/decoder.json``, and return ``{"mode", "settings", "table"}``.
+
+    ``emissions``: a file of the validation lines' emission scores over the model's states
+    (``hybrid-hwr emissions``, or e.g. the frame average of several networks' files) used
+    instead of scoring the lines' images; then the lines need no images."""
     from .batch import map_line_images
     from .model import load_model
 
@@ -256,23 +265,71 @@ def tune(model_dir, valid_lines, lexicon=None, lm=None, char_lm=None, lang: str 
                            lang=lang, prior_scale=(stored.prior_scale if stored.prior_scale is not None
                                         else float(model.emission.prior_scale)) if mlp else None)
 
-    log(f"emission scores of {len(valid_lines)} validation lines")
-    scores, kept = {}, []
-    for line, x in map_line_images(valid_lines, _EmissionScores(model), jobs, "emission scoring", "emissions"):
-        scores[line.id] = x
-        kept.append(line)
-    if not kept:
-        raise HwrError("no validation line could be scored")
     digest = json.loads((model_dir / "model.json").read_text(encoding="utf-8")).get("arrays_sha256", "")
-    return _search_modes(model, model_dir, kept, scores, files, modes, base, lang, digest, jobs, rounds, log)
+    scores_kappa, tune_prior = None, mlp
+    if emissions is not None:
+        scores, kept, scores_kappa = _file_scores(model, emissions, valid_lines, log)
+        if mlp and scores_kappa is None:   # taken as they are, as `decode --emissions` does
+            log(f"the prior scale is not tuned: {emissions} does not record the prior scale of its scores")
+            scores_kappa, tune_prior = base.prior_scale, False
+        # the same arrays at another prior scale are other scores
+        digest = _scores_digest(f"{digest} {scores_kappa}".encode(), kept, scores)
+    else:
+        log(f"emission scores of {len(valid_lines)} validation lines")
+        scores, kept = {}, []
+        for line, x in map_line_images(valid_lines, _EmissionScores(model), jobs, "emission scoring", "emissions"):
+            scores[line.id] = x
+            kept.append(line)
+        if not kept:
+            raise HwrError("no validation line could be scored")
+    return _search_modes(model, model_dir, kept, scores, files, modes, base, lang, digest, jobs, rounds, log,
+                         scores_kappa, tune_prior)
 
 
-def _search_modes(model, model_dir, lines, scores, files, modes, base, lang, digest, jobs, rounds, log) -> dict:
+def _file_scores(model, emissions, valid_lines, log):
+    """``(scores, lines kept, recorded prior scale)`` of the validation lines from an emissions file."""
+    from .decode import emissions_prior_scale, read_emissions
+
+    wanted = {line.id for line in valid_lines}
+    scores = {}
+
+    def skipped(line_id, problem):
+        if line_id in wanted:
+            log(f"hybrid-hwr: warning: skipped line {line_id}: {problem}")
+
+    for line_id, x in read_emissions(emissions, model.topology.n_emitting, on_bad=skipped):
+        if line_id in wanted:
+            scores[line_id] = x
+    kept = _lines_with_arrays(valid_lines, scores, emissions, log)
+    log(f"emission scores of {len(kept)} validation lines from {emissions}")
+    return scores, kept, emissions_prior_scale(emissions)
+
+
+def _lines_with_arrays(valid_lines, scores, emissions, log):
+    kept = [line for line in valid_lines if line.id in scores]
+    if not kept:
+        raise HwrError(f"{emissions}: no array for any of the {len(valid_lines)} validation lines")
+    if len(kept) < len(valid_lines):
+        log(f"{len(valid_lines) - len(kept)} validation lines have no array in {emissions} (left out)")
+    return kept
+
+
+def _scores_digest(prefix: bytes, lines, scores) -> str:
+    """What identifies scores read from a file in the points file (another file: other points)."""
+    digest = hashlib.sha256(prefix)
+    for line in lines:
+        digest.update(line.id.encode())
+        digest.update(np.ascontiguousarray(scores[line.id]).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _search_modes(model, model_dir, lines, scores, files, modes, base, lang, digest, jobs, rounds, log,
+                  scores_kappa=None, tune_prior=True) -> dict:
     """The coordinate search of every mode; writes ``model_dir/decoder.json`` with the best."""
     work = model_dir / "tune"
     work.mkdir(exist_ok=True)
     tuner = Tuner(model, lines, scores, lang, work / POINTS_FILE, jobs=jobs, log=log, model_digest=digest,
-                  model_dir=model_dir)
+                  model_dir=model_dir, scores_prior_scale=scores_kappa)
     mlp = model.emission_type == "mlp"
     ctc = model.emission_type == "ctc"
 
@@ -285,7 +342,7 @@ def _search_modes(model, model_dir, lines, scores, files, modes, base, lang, dig
             start = dataclasses.replace(start, lm_weight=best_lm.lm_weight, word_penalty=best_lm.word_penalty,
                                         glue_penalty=best_lm.glue_penalty, prior_scale=best_lm.prior_scale)
         start = start.calibrated(model.emission_type)
-        knobs = _MODE_KNOBS[mode] + (("prior_scale",) if mlp else ())
+        knobs = _MODE_KNOBS[mode] + (("prior_scale",) if mlp and tune_prior else ())
         if ctc:
             knobs = tuple(k for k in knobs if k != "glue_penalty")
         table[mode] = tuner.coordinate_search(start, knobs, rounds)
@@ -330,19 +387,10 @@ def tune_ctc(alphabet, emissions, valid_lines, out_dir=None, blank: int = 0, log
             scores[line_id] = x
         except HwrError as exc:
             log(f"hybrid-hwr: warning: skipped line {line_id}: {exc}")
-    kept = [line for line in valid_lines if line.id in scores]
-    if not kept:
-        raise HwrError(f"{emissions}: no array for any of the {len(valid_lines)} validation lines")
-    if len(kept) < len(valid_lines):
-        log(f"{len(valid_lines) - len(kept)} validation lines have no array in {emissions} (left out)")
+    kept = _lines_with_arrays(valid_lines, scores, emissions, log)
     log(f"CTC outputs of {len(kept)} validation lines, {model.n_columns} columns")
-    digest = hashlib.sha256()
-    digest.update(Path(alphabet).read_bytes())
-    for line in kept:
-        digest.update(line.id.encode())
-        digest.update(np.ascontiguousarray(scores[line.id]).tobytes())
-    return _search_modes(model, out_dir, kept, scores, files, modes, base, lang, digest.hexdigest()[:16], jobs,
-                         rounds, log)
+    digest = _scores_digest(Path(alphabet).read_bytes(), kept, scores)
+    return _search_modes(model, out_dir, kept, scores, files, modes, base, lang, digest, jobs, rounds, log)
 
 
 def _checked_files(lexicon, lm, char_lm) -> dict:

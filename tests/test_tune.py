@@ -153,3 +153,59 @@ def test_default_tuning_beam_follows_the_emission_type(setup, tmp_path):
     shutil.copytree(setup[0], mlp, ignore=shutil.ignore_patterns("decoder.json"))
     tune(mlp, lines, lexicon=lexicon, lm=lm, lang="fr", modes=["lexicon + LM"], rounds=1, log=lambda _: None)
     assert json.loads((mlp / "decoder.json").read_text())["beam"] == DEFAULT_TUNE_BEAM == 150
+
+
+def test_tune_from_an_emissions_file_finds_what_tuning_from_images_finds(setup, tmp_path, capsys):
+    # scores written at another prior scale than the model's are moved to each point's own, so
+    # the search over a file (e.g. an ensemble's average) is the search over the images
+    model, lexicon, lm = setup
+    from_images, from_file = tmp_path / "images", tmp_path / "file"
+    for copy in (from_images, from_file):
+        shutil.copytree(model, copy, ignore=shutil.ignore_patterns("decoder.json", "tune"))
+    lines = read_split(sample_dir() / "test.tsv", limit=N_LINES)
+    reference = tune(from_images, lines, lexicon=lexicon, lm=lm, lang="fr", modes=["lexicon + LM"], rounds=1,
+                     log=lambda _: None)["table"]["lexicon + LM"]
+    emissions = tmp_path / "valid.npz"
+    assert cli.main(["emissions", "--model", str(from_file), "--prior-scale", "0.4", "--limit", str(N_LINES),
+                     str(sample_dir() / "test.tsv"), "-o", str(emissions)]) == 0
+    args = ["tune", "--model", str(from_file), "--emissions", str(emissions), "--valid", str(sample_dir() / "test.tsv"),
+            "--limit", str(N_LINES), "--lexicon", str(lexicon), "--lm", str(lm), "--lang", "fr", "--modes",
+            "lexicon_lm", "--rounds", "1"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"emission scores of {N_LINES} validation lines from {emissions}" in out
+    cer, wer = map(float, re.search(r"^lexicon \+ LM\s+CER\s+([\d.]+) %\s+WER\s+([\d.]+) %", out, re.M).groups())
+    assert (cer, wer) == (round(100 * reference.cer, 2), round(100 * reference.wer, 2))
+    written = DecoderSettings.load(from_file)
+    assert (written.lm_weight, written.word_penalty, written.prior_scale) == (
+        reference.settings.lm_weight, reference.settings.word_penalty, reference.settings.prior_scale)
+
+    # a file that does not say which prior scale its scores have: taken as they are, kappa not searched
+    with np.load(emissions) as npz:
+        arrays = {name: npz[name] for name in npz.files if not name.startswith("__")}
+    bare = tmp_path / "bare.npz"
+    np.savez(bare, **arrays)
+    (from_file / "decoder.json").unlink()
+    assert cli.main(args[:4] + [str(bare)] + args[5:]) == 0
+    out = capsys.readouterr().out
+    assert f"the prior scale is not tuned: {bare} does not record" in out
+    # the scores were written at 0.4: taken as they are, the search finds other points than above
+    from hybrid_hwr.model import load_model
+    assert DecoderSettings.load(from_file).prior_scale == load_model(from_file).emission.prior_scale
+    points = (from_file / "tune" / "points.jsonl").read_text().splitlines()
+    contexts = {json.loads(json.loads(row)["key"])["model"] for row in points}
+    assert len(contexts) == 2          # two files, two sets of points: none reused across them
+
+
+def test_tune_from_emissions_checks_the_states_and_the_lines(setup, tmp_path, capsys):
+    model, lexicon, _ = setup
+    wrong = tmp_path / "wrong.npz"
+    ids = [line.id for line in read_split(sample_dir() / "test.tsv", limit=2)]
+    np.savez(wrong, **{i: np.zeros((30, 7), np.float32) for i in ids})
+    args = ["tune", "--model", str(model), "--valid", str(sample_dir() / "test.tsv"), "--limit", "2",
+            "--lexicon", str(lexicon), "--modes", "lexicon", "--emissions"]
+    assert cli.main(args + [str(wrong)]) == 1
+    captured = capsys.readouterr()
+    assert "has 7 states, the model has" in captured.out and "no array for any of the 2 validation lines" in captured.err
+    assert cli.main(args + [str(tmp_path / "missing.npz")]) == 1
+    assert "no such emissions file" in capsys.readouterr().err
