@@ -23,11 +23,17 @@ def main() -> int:
     if len(args.inputs) < 2:
         parser.error("give at least two emission files")
     files = [np.load(path) for path in args.inputs]
-    ids = files[0].files
+    lines = sorted(name for name in files[0].files if not name.startswith("__"))
     for path, scores in zip(args.inputs[1:], files[1:]):
-        if sorted(scores.files) != sorted(ids):
+        if sorted(name for name in scores.files if not name.startswith("__")) != lines:
             print(f"average_emissions: {path} does not hold the same line ids as {args.inputs[0]}", file=sys.stderr)
             return 1
+    # "__prior_scale__": kept only if every file records it (else the mean's scale is unknown)
+    facts = set.intersection(*({name for name in scores.files if name.startswith("__")} for scores in files))
+    for path, scores in zip(args.inputs, files):
+        for name in sorted(set(scores.files) - set(lines) - facts):
+            print(f"average_emissions: {path}: {name} is not in every file: left out of the average", file=sys.stderr)
+    ids = [name for name in files[0].files if name in facts or not name.startswith("__")]
     averaged = {}
     for line_id in ids:
         arrays = [scores[line_id] for scores in files]

@@ -209,3 +209,32 @@ def test_tune_from_emissions_checks_the_states_and_the_lines(setup, tmp_path, ca
     assert "has 7 states, the model has" in captured.out and "no array for any of the 2 validation lines" in captured.err
     assert cli.main(args + [str(tmp_path / "missing.npz")]) == 1
     assert "no such emissions file" in capsys.readouterr().err
+
+
+def test_averaged_emissions_keep_the_mean_prior_scale_only_when_every_file_records_one(setup, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model, _, _ = setup
+    files = []
+    for kappa in ("0.4", "1"):
+        files.append(tmp_path / f"k{kappa}.npz")
+        assert cli.main(["emissions", "--model", str(model), "--prior-scale", kappa, "--limit", "2",
+                         str(sample_dir() / "test.tsv"), "-o", str(files[-1])]) == 0
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "average_emissions.py"
+    average = tmp_path / "avg.npz"
+    done = subprocess.run([sys.executable, str(recipe), *map(str, files), "-o", str(average)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with np.load(average) as avg, np.load(files[0]) as a, np.load(files[1]) as b:
+        assert avg["__prior_scale__"][0] == pytest.approx(0.7)
+        line = [name for name in a.files if not name.startswith("__")][0]
+        assert np.allclose(avg[line], (a[line].astype(np.float64) + b[line]) / 2, atol=1e-5)
+        bare = {name: a[name] for name in a.files if not name.startswith("__")}
+    np.savez(tmp_path / "bare.npz", **bare)
+    done = subprocess.run([sys.executable, str(recipe), str(files[1]), str(tmp_path / "bare.npz"), "-o",
+                           str(average)], capture_output=True, text=True)
+    assert done.returncode == 0 and "__prior_scale__ is not in every file" in done.stderr
+    with np.load(average) as avg:
+        assert "__prior_scale__" not in avg.files and len(avg.files) == 2
