@@ -868,7 +868,7 @@ def _run_build_lm(args: argparse.Namespace) -> int:
 
 
 def _add_tune(subparsers) -> None:
-    from .tune import DEFAULT_TUNE_BEAM, TUNE_BEAMS
+    from .tune import DEFAULT_TUNE_BEAM, OBJECTIVES, TUNE_BEAMS
 
     p = subparsers.add_parser(
         "tune", help="fit the decoding settings of a model on validation lines (writes MODEL/decoder.json)",
@@ -902,6 +902,9 @@ def _add_tune(subparsers) -> None:
     p.add_argument("--beam", type=positive_float, help=f"search beam (default: decoder.json's, else {DEFAULT_TUNE_BEAM:g}; "
                    f"GMM-HMMs {TUNE_BEAMS['gmm']:g})")
     p.add_argument("--rounds", type=int_upto(100), default=2, help="coordinate-search rounds (default 2)")
+    p.add_argument("--objective", choices=OBJECTIVES, default="wer",
+                   help="what the search minimises first, the other rate breaking ties (default wer; cer for a "
+                        "system judged by its characters)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N validation lines")
     p.add_argument("--allow-outside-paths", action="store_true",
                    help="let line ids name images outside the image folder (refused by default)")
@@ -941,7 +944,7 @@ def _run_tune(args: argparse.Namespace) -> int:
         modes = [_MODE_NAMES[m] for m in args.modes] if args.modes else None
         tune_ctc(args.ctc, args.emissions, lines, out_dir=args.model, blank=args.blank, log_softmax=args.log_softmax,
                  lexicon=args.lexicon, lm=args.lm, char_lm=args.char_lm, lang=args.lang, modes=modes,
-                 beam=args.beam, jobs=args.jobs, rounds=args.rounds)
+                 beam=args.beam, jobs=args.jobs, rounds=args.rounds, objective=args.objective)
         return 0
     if args.blank or args.log_softmax:
         raise HwrError("--blank and --log-softmax describe CTC outputs: they need --ctc")
@@ -956,8 +959,65 @@ def _run_tune(args: argparse.Namespace) -> int:
         raise HwrError("no validation lines")
     modes = [_MODE_NAMES[m] for m in args.modes] if args.modes else None
     tune(model_dir, lines, lexicon=args.lexicon, lm=args.lm, char_lm=args.char_lm, lang=args.lang, modes=modes,
-         beam=args.beam, jobs=args.jobs, rounds=args.rounds, emissions=args.emissions)
+         beam=args.beam, jobs=args.jobs, rounds=args.rounds, emissions=args.emissions, objective=args.objective)
     return 0
+
+
+# ---------------------------------------------------------------------------------------
+# ensemble
+
+
+def _add_ensemble(subparsers) -> None:
+    p = subparsers.add_parser(
+        "ensemble", help="join hybrid MLP-HMMs trained on the same HMM's alignments into one model",
+        description="Writes a model directory whose emission scores are the mean of the networks' scaled "
+        "likelihoods, frame by frame (networks trained with `train --emission mlp --init-model` of the same "
+        "model, with other seeds, data or shapes). The first model gives the transitions and its decoder.json "
+        "(with its lexicon and LM files) the starting settings; run `hybrid-hwr tune` on the result, since "
+        "the mean scores are smoother than one network's. decode, tune, align and emissions read it like any "
+        "model.",
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL_DIR", help="two or more hybrid model directories")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help="model directory to write")
+    p.set_defaults(run=_run_ensemble)
+
+
+def _run_ensemble(args: argparse.Namespace) -> int:
+    from .model import ensemble_model, load_model
+
+    out = Path(args.output)
+    sources = [Path(m).resolve() for m in args.models]
+    if out.resolve() in sources:
+        raise HwrError(f"--output {out} is one of the models: write the ensemble to a new directory")
+    model = ensemble_model([load_model(m) for m in args.models], names=list(args.models))
+    settings = _copied_decoder_settings(Path(args.models[0]), out)
+    model.save(out, settings)
+    n = len(model.emission.members)
+    print(f"wrote an ensemble of {n} networks ({model.emission.n_parameters:,} parameters, "
+          f"{model.emission.n_states} states) to {out}" + ("; decoding settings from " + args.models[0]
+                                                           if settings is not None else ""))
+    return 0
+
+
+def _copied_decoder_settings(source: Path, out: Path):
+    """The decoder.json settings of ``source`` with its lexicon and LM files copied into ``out``
+    (files outside ``source`` stay where they are); None when it has no decoder.json."""
+    import shutil
+
+    from .decode import DECODER_FILE, DecoderSettings
+
+    if not (source / DECODER_FILE).is_file():
+        return None
+    settings = DecoderSettings.load(source)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for key in ("lexicon", "lm", "char_lm"):
+        path = getattr(settings, key)
+        if path is not None and Path(path).is_relative_to(source):   # named in decoder.json relative to it
+            target = out / Path(path).name
+            shutil.copyfile(path, target)
+            files[key] = target
+    return settings.replace(**files) if files else settings
 
 
 # ---------------------------------------------------------------------------------------
@@ -1182,7 +1242,7 @@ def _run_crnn_logits(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 # Entry point
 
-_SUBCOMMANDS = (_add_import, _add_features, _add_train, _add_align, _add_emissions, _add_decode, _add_evaluate, _add_build_lm, _add_lexicon, _add_split, _add_tune, _add_crnn, _add_demo, _add_data)
+_SUBCOMMANDS = (_add_import, _add_features, _add_train, _add_align, _add_emissions, _add_decode, _add_evaluate, _add_build_lm, _add_lexicon, _add_split, _add_ensemble, _add_tune, _add_crnn, _add_demo, _add_data)
 
 
 def build_parser() -> argparse.ArgumentParser:

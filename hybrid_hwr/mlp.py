@@ -740,8 +740,11 @@ class MlpEmission:
         return self.to_arrays(), self.meta()
 
     @classmethod
-    def load(cls, arrays: Mapping, meta: Mapping) -> "MlpEmission":
-        """Inverse of :meth:`save`."""
+    def load(cls, arrays: Mapping, meta: Mapping) -> "MlpEmission | MlpEnsemble":
+        """Inverse of :meth:`save` (and of :meth:`MlpEnsemble.save`: an ensemble is stored as
+        emission type "mlp", since every decoding knob and default of a hybrid applies to it)."""
+        if isinstance(meta, Mapping) and meta.get("format") == MlpEnsemble.FORMAT:
+            return MlpEnsemble.load(arrays, meta)
         return cls.from_arrays(arrays, meta)
 
     @classmethod
@@ -804,6 +807,84 @@ class MlpEmission:
         model.history_ = [dict(r) for r in history]
         model.best_epoch_ = best_epoch
         return model
+
+
+class MlpEnsemble:
+    """Several hybrid networks over the same HMM states, scored as one emission model.
+
+    The score of a frame is the mean of the members' scaled likelihoods::
+
+        log_likelihoods(x_t)[s] = mean_k log p_k(s | x_t) - kappa mean_k log p_k(s)
+
+    a product of experts (the geometric mean of their posteriors over the geometric mean of
+    their priors), the frame-level combination that ``recipes/average_emissions.py`` does on
+    emission files. One prior scale kappa applies to every member, so ``tune`` and
+    ``--prior-scale`` work as for one network. Networks trained with other seeds or data on
+    the same alignment targets make different errors; the mean cancels some of them.
+    """
+
+    emission_type = "mlp"
+    FORMAT = "hybrid_hwr-mlp-ensemble"
+
+    def __init__(self, members: Sequence[MlpEmission], prior_scale: float | None = None):
+        members = list(members)
+        if len(members) < 2:
+            raise HwrError(f"an ensemble needs at least 2 networks, got {len(members)}")
+        states = {m.n_states for m in members}
+        if len(states) != 1:
+            raise HwrError(f"the networks score different numbers of states: {sorted(states)}")
+        self.members = members
+        self.prior_scale = float(members[0].prior_scale if prior_scale is None else prior_scale)
+        self.log_priors_ = np.mean([m.log_priors_ for m in members], axis=0)   # the tuner's prior shift
+        self.history_ = []   # not trained as a whole: the members keep their own histories
+
+    @property
+    def n_states(self) -> int:
+        return self.members[0].n_states
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(m.n_parameters for m in self.members)
+
+    def __repr__(self):
+        return f"MlpEnsemble({len(self.members)} networks, parameters={self.n_parameters})"
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """(T, S) mean of the members' log-posteriors (unnormalised: a product of experts)."""
+        return np.mean([m.predict_log_proba(X) for m in self.members], axis=0)
+
+    def log_likelihoods(self, X, states=None) -> np.ndarray:
+        """(T, S) float64 mean scaled log-likelihoods at this ensemble's prior scale; never NaN.
+        With ``states``, only those columns, as :meth:`MlpEmission.log_likelihoods`."""
+        if states is not None:
+            states = np.asarray(states, dtype=np.int64).ravel()
+            if states.size and (states.min() < 0 or states.max() >= self.n_states):
+                raise ValueError(f"state ids must lie in [0, {self.n_states})")
+        scores = self.predict_log_proba(X)
+        scores -= self.prior_scale * self.log_priors_
+        return scores if states is None else scores[:, states]
+
+    def save(self) -> tuple[dict, dict]:
+        """Arrays ``member<k>/<name>`` and the members' descriptions."""
+        arrays = {f"member{k}/{name}": a for k, m in enumerate(self.members) for name, a in m.to_arrays().items()}
+        return arrays, {"format": self.FORMAT, "prior_scale": self.prior_scale,
+                        "members": [m.meta() for m in self.members]}
+
+    @classmethod
+    def load(cls, arrays: Mapping, meta: Mapping) -> "MlpEnsemble":
+        """Inverse of :meth:`save`; one-line HwrError on anything missing or corrupt."""
+        descriptions = meta.get("members")
+        if not isinstance(descriptions, list) or len(descriptions) < 2:
+            raise HwrError("the ensemble description lacks its list of networks")
+        members = []
+        for k, description in enumerate(descriptions):
+            prefix = f"member{k}/"
+            own = {name[len(prefix):]: a for name, a in arrays.items() if name.startswith(prefix)}
+            members.append(MlpEmission.from_arrays(own, description, source=f"ensemble network {k + 1}"))
+        kappa = meta.get("prior_scale")
+        if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not math.isfinite(kappa) or kappa < 0:
+            raise HwrError(f"the ensemble's prior scale must be a finite number >= 0, got {kappa!r}")
+        return cls(members, prior_scale=float(kappa))
 
 
 # ----------------------------------------------------------------------------- helpers

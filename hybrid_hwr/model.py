@@ -75,7 +75,7 @@ class HwrModel:
     normalizer: Normalizer
     topology: HmmTopology
     transitions: Transitions
-    emission: Emission  # GmmSet or MlpEmission (hybrid_hwr.emission)
+    emission: Emission  # GmmSet, MlpEmission or MlpEnsemble (hybrid_hwr.emission)
     history: dict = field(default_factory=dict)
     # the directory it was loaded from or saved to (its decoder.json gives recognizer()'s defaults)
     directory: Path | None = field(default=None, compare=False, repr=False)
@@ -168,6 +168,40 @@ class HwrModel:
         emission = copy.copy(self.emission)
         emission.prior_scale = float(prior_scale)
         return replace(self, emission=emission)
+
+
+def ensemble_model(models: list[HwrModel], names: list[str] | None = None) -> HwrModel:
+    """One hybrid whose emission is the mean of these hybrids' scaled likelihoods
+    (:class:`hybrid_hwr.mlp.MlpEnsemble`); the first model gives the transitions.
+
+    The networks must score the same states of the same front end: the same alphabet,
+    topology, features and feature normalisation, i.e. networks trained on the alignments of
+    one HMM (``train --emission mlp --init-model`` of the same model, with another seed, data
+    or shape). An ensemble given as a member adds its networks. HwrError names the first
+    model that differs.
+    """
+    from .mlp import MlpEnsemble
+
+    names = names or [f"model {k + 1}" for k in range(len(models))]
+    if len(models) < 2:
+        raise HwrError(f"an ensemble needs at least 2 models, got {len(models)}")
+    first = models[0]
+    members = []
+    for model, name in zip(models, names):
+        if model.emission.prior_scale is None:
+            raise HwrError(f"{name}: a {model.emission_type.upper()}-HMM; an ensemble averages hybrid MLP-HMMs")
+        for what, mine, theirs in (
+                ("alphabet", model.alphabet.to_json(), first.alphabet.to_json()),
+                ("HMM topology", model.topology.to_dict(), first.topology.to_dict()),
+                ("front end", model.frontend.to_dict(), first.frontend.to_dict()),
+                ("feature normalisation", model.normalizer.to_dict(), first.normalizer.to_dict())):
+            if mine != theirs:
+                raise HwrError(f"{name}: its {what} is not the one of {names[0]}; the networks of an ensemble "
+                               f"must be trained on the alignments of the same HMM")
+        members.extend(getattr(model.emission, "members", [model.emission]))
+    history = {"ensemble": [{"model": name, "history": model.history} for model, name in zip(models, names)]}
+    return replace(first, emission=MlpEnsemble(members, prior_scale=first.emission.prior_scale),
+                   history=history, directory=None)
 
 
 def save_model(model: HwrModel, directory: str | os.PathLike) -> Path:

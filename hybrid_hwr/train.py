@@ -575,6 +575,9 @@ def _saved_hybrid(out_dir: Path, params: dict, input_kind, log) -> HwrModel | No
     saved = load_model(out_dir)
     if saved.emission_type != "mlp":
         raise HwrError(f"--resume: {out_dir} holds a {saved.emission_type.upper()}-HMM, not a hybrid MLP-HMM")
+    if not isinstance(saved.emission, MlpEmission):
+        raise HwrError(f"--resume: {out_dir} holds an ensemble of networks (hybrid-hwr ensemble), which is not "
+                       f"trained as a whole; resume its members")
     if len(saved.history.get("rounds", [])) > 1:
         raise HwrError(f"--resume continues a single training round: {out_dir} holds a --realign run")
     if input_kind is not None and input_kind != saved.frontend.features.kind:

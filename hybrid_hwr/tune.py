@@ -9,8 +9,8 @@ the best so far; when the best lies on the edge of those values the range moves 
 that direction.  Knobs: the LM weight, word, glue, unknown-word and character penalties,
 and for a hybrid MLP model the prior scale (its scores are shifted, not recomputed:
 ``log p(s|x) - k log p(s)`` is linear in ``k``).  The objective is the corpus WER, then
-the CER, under the tokeniser of ``lang``.  The mode with the best WER and its settings are
-written to ``MODEL/decoder.json``; every point decoded is kept in
+the CER, under the tokeniser of ``lang`` (``objective="cer"``: the CER first, for a system judged
+by its characters).  The best mode and its settings are written to ``MODEL/decoder.json``; every point decoded is kept in
 ``MODEL/tune/points.jsonl``, so an interrupted run resumes where it stopped.  The scores
 can also come from a file (``emissions``: ``hybrid-hwr emissions`` of the model, or the
 frame average of several networks over the same states); a hybrid's file records the prior
@@ -45,6 +45,7 @@ DEFAULT_TUNE_BEAM = 150.0
 # log-probabilities: a beam of 150 prunes the right path of a GMM-HMM (IAM-OnDB test, per-
 # character GMM-HMM, lexicon + LM: CER 22.89 % at beam 150 against 18.32 % at 500).
 TUNE_BEAMS = {"gmm": 500.0}
+OBJECTIVES = ("wer", "cer")   # the corpus error rate that the search minimises first
 # knob -> (additive step, or None for a multiplicative one, smallest value)
 _STEPS = {"lm_weight": (None, 0.0), "word_penalty": (5.0, -math.inf), "glue_penalty": (5.0, -math.inf),
           "unk_penalty": (5.0, -math.inf), "char_penalty": (1.0, -math.inf), "prior_scale": (0.2, 0.0)}
@@ -62,10 +63,11 @@ class Point:
     settings: DecoderSettings
     cer: float
     wer: float
+    metric: str = "wer"     # what the search minimises first (OBJECTIVES); the other breaks ties
 
     @property
     def objective(self):
-        return (self.wer, self.cer)
+        return (self.cer, self.wer) if self.metric == "cer" else (self.wer, self.cer)
 
 
 def _candidates(knob: str, value: float, width: int, fine: bool = False) -> list[float]:
@@ -86,8 +88,11 @@ class Tuner:
 
     def __init__(self, model, lines, scores, lang: str, points_path: Path, jobs: int = 1,
                  log: Callable[[str], None] = print, model_digest: str = "", model_dir: Path | None = None,
-                 scores_prior_scale: float | None = None):
+                 scores_prior_scale: float | None = None, objective: str = "wer"):
+        if objective not in OBJECTIVES:
+            raise HwrError(f"the tuning objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
         self.model, self.lines, self.lang, self.jobs, self.log = model, lines, lang, jobs, log
+        self.objective = objective
         self.model_dir = model_dir               # a cluster's workers load the model from there
         # {line id: float64 (T, S)} at the model's prior scale, or at scores_prior_scale (a file's)
         self.scores = scores
@@ -165,7 +170,7 @@ class Tuner:
                 handle.write(json.dumps({"key": key, "cer": score.cer, "wer": score.wer}))
             self.decoded += 1
         cer, wer = self.cache[key]
-        return Point(settings, cer, wer)
+        return Point(settings, cer, wer, self.objective)
 
     def coordinate_search(self, start: DecoderSettings, knobs, rounds: int = 2) -> Point:
         best = self.evaluate(start)
@@ -245,7 +250,7 @@ def _mode_settings(mode: str, base: DecoderSettings, lexicon, lm, char_lm) -> De
 
 def tune(model_dir, valid_lines, lexicon=None, lm=None, char_lm=None, lang: str | None = None,
          modes=None, beam: float | None = None, jobs: int = 1, rounds: int = 2,
-         log: Callable[[str], None] = print, emissions=None) -> dict:
+         log: Callable[[str], None] = print, emissions=None, objective: str = "wer") -> dict:
     """Tune, write ``model_dir/decoder.json``, and return ``{"mode", "settings", "table"}``.
 
     ``emissions``: a file of the validation lines' emission scores over the model's states
@@ -283,7 +288,7 @@ def tune(model_dir, valid_lines, lexicon=None, lm=None, char_lm=None, lang: str 
         if not kept:
             raise HwrError("no validation line could be scored")
     return _search_modes(model, model_dir, kept, scores, files, modes, base, lang, digest, jobs, rounds, log,
-                         scores_kappa, tune_prior)
+                         scores_kappa, tune_prior, objective)
 
 
 def _file_scores(model, emissions, valid_lines, log):
@@ -324,12 +329,12 @@ def _scores_digest(prefix: bytes, lines, scores) -> str:
 
 
 def _search_modes(model, model_dir, lines, scores, files, modes, base, lang, digest, jobs, rounds, log,
-                  scores_kappa=None, tune_prior=True) -> dict:
+                  scores_kappa=None, tune_prior=True, objective="wer") -> dict:
     """The coordinate search of every mode; writes ``model_dir/decoder.json`` with the best."""
     work = model_dir / "tune"
     work.mkdir(exist_ok=True)
     tuner = Tuner(model, lines, scores, lang, work / POINTS_FILE, jobs=jobs, log=log, model_digest=digest,
-                  model_dir=model_dir, scores_prior_scale=scores_kappa)
+                  model_dir=model_dir, scores_prior_scale=scores_kappa, objective=objective)
     mlp = model.emission_type == "mlp"
     ctc = model.emission_type == "ctc"
 
@@ -358,7 +363,7 @@ def _search_modes(model, model_dir, lines, scores, files, modes, base, lang, dig
 
 def tune_ctc(alphabet, emissions, valid_lines, out_dir=None, blank: int = 0, log_softmax: bool = False,
              lexicon=None, lm=None, char_lm=None, lang: str | None = None, modes=None, beam: float | None = None,
-             jobs: int = 1, rounds: int = 2, log: Callable[[str], None] = print) -> dict:
+             jobs: int = 1, rounds: int = 2, log: Callable[[str], None] = print, objective: str = "wer") -> dict:
     """Tune the decoding of a CTC network's outputs (``emissions``: arrays of the validation lines'
     ids, ``alphabet``: its ``--ctc`` file); writes ``out_dir/decoder.json`` (default: the
     alphabet's folder), which ``decode --ctc ... --model out_dir`` uses."""
@@ -390,7 +395,8 @@ def tune_ctc(alphabet, emissions, valid_lines, out_dir=None, blank: int = 0, log
     kept = _lines_with_arrays(valid_lines, scores, emissions, log)
     log(f"CTC outputs of {len(kept)} validation lines, {model.n_columns} columns")
     digest = _scores_digest(Path(alphabet).read_bytes(), kept, scores)
-    return _search_modes(model, out_dir, kept, scores, files, modes, base, lang, digest, jobs, rounds, log)
+    return _search_modes(model, out_dir, kept, scores, files, modes, base, lang, digest, jobs, rounds, log,
+                         objective=objective)
 
 
 def _checked_files(lexicon, lm, char_lm) -> dict:

@@ -11,6 +11,7 @@ import pytest
 from hybrid_hwr import cli
 from hybrid_hwr.data import read_split, sample_dir
 from hybrid_hwr.demo import DecoderSettings, default_model_dir
+from hybrid_hwr.errors import HwrError
 from hybrid_hwr.lexicon import count_tokens, most_frequent, save_lexicon
 from hybrid_hwr.lm import build_lm
 from hybrid_hwr.metrics import score_corpus
@@ -63,6 +64,40 @@ def test_tune_writes_settings_that_decode_reproduces(setup, tmp_path, capsys):
     tune(model, lines, lexicon=lexicon, lm=lm, lang="fr", modes=["character loop", "lexicon + LM"], rounds=1,
          log=again.append)
     assert re.search(r"; 0 settings decoded \(\d+ reused\)", again[-1])
+
+
+def test_the_search_follows_the_rate_it_is_told_to_minimise(tmp_path):
+    # a planted surface: the CER is lowest at word penalty -20, the WER at -5; the coordinate
+    # search walks to the minimum of the rate it minimises first
+    from hybrid_hwr.tune import Point, Tuner
+
+    class Planted(Tuner):
+        def __init__(self, objective):
+            self.objective, self.fine = objective, False
+
+        def evaluate(self, settings):
+            x = settings.word_penalty
+            return Point(settings, 0.1 + 1e-4 * (x + 20) ** 2, 0.3 + 1e-4 * (x + 5) ** 2, self.objective)
+
+    start = DecoderSettings(lm_weight=1.0, word_penalty=-10.0, glue_penalty=0.0)
+    for objective, optimum in (("cer", -20.0), ("wer", -5.0)):
+        best = Planted(objective).coordinate_search(start, ("word_penalty",), rounds=2)
+        assert best.settings.word_penalty == optimum
+
+
+@pytest.mark.parametrize("objective", ["cer", "wer"])
+def test_the_objective_rate_is_the_lowest_of_every_point_the_search_decoded(setup, tmp_path, objective):
+    model, lexicon, lm = setup
+    fresh = tmp_path / "model"
+    shutil.copytree(model, fresh, ignore=shutil.ignore_patterns("decoder.json", "tune"))
+    lines = read_split(sample_dir() / "test.tsv", limit=N_LINES)
+    best = tune(fresh, lines, lexicon=lexicon, lm=lm, lang="fr", modes=["lexicon + LM"], rounds=1,
+                log=lambda _: None, objective=objective)["table"]["lexicon + LM"]
+    points = [json.loads(row) for row in (fresh / "tune" / "points.jsonl").read_text().splitlines()]
+    assert len(points) > 5
+    assert getattr(best, objective) == min(p[objective] for p in points)
+    with pytest.raises(HwrError, match="objective must be one of wer, cer"):
+        tune(fresh, lines, lexicon=lexicon, lm=lm, lang="fr", modes=["lexicon + LM"], objective="ser")
 
 
 def test_tune_refuses_a_mode_without_its_files(setup, capsys):
